@@ -1,0 +1,36 @@
+//! # slb-core: the model and policies of slb, without I/O
+//!
+//! ```text
+//!   backend   Backend, BackendSet (immutable snapshot), BackendRuntime (survives snapshots)
+//!   flow      FlowKey, HashKey (stable keyed hash shared by a cluster)
+//!   sched     Scheduler trait + rr, swrr, maglev, ...; Balancer swaps schedulers atomically
+//!   time      Instant: time is an argument, never read from a clock here
+//! ```
+//!
+//! Nothing in this crate opens a socket or reads a clock: drivers in `slb-l4`, `slb-l7` and
+//! `slb-sync` do. Everything here is therefore deterministic given its inputs and seeds.
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use slb_core::backend::{Backend, BackendId, SetOptions};
+//! use slb_core::sched::{Balancer, PickContext, SchedulerConfig, SchedulerKind};
+//!
+//! let backends = vec![
+//!     Backend::new(BackendId(1), "10.0.0.1:80".parse::<SocketAddr>().unwrap()).with_weight(5),
+//!     Backend::new(BackendId(2), "10.0.0.2:80".parse::<SocketAddr>().unwrap()),
+//! ];
+//! let pool = Balancer::new(
+//!     SchedulerConfig::new(SchedulerKind::SmoothWeighted),
+//!     SetOptions::default(),
+//!     backends,
+//! )
+//! .unwrap();
+//! let picked = pool.scheduler().pick(&PickContext::default()).unwrap().id();
+//! assert_eq!(picked, BackendId(1));
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod flow;
+pub mod sched;
+pub mod time;

@@ -1,0 +1,1 @@
+//! slb-l4 (under construction).

@@ -1,0 +1,1 @@
+//! slb-l7 (under construction).

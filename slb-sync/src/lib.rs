@@ -1,0 +1,1 @@
+//! slb-sync (under construction).
