@@ -134,7 +134,8 @@ impl BackendRuntime {
 
     /// One fewer active connection or request (saturating at 0).
     pub fn dec_active(&self) {
-        let _ = self.active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+        let _ =
+            self.active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
     }
 
     /// One more inactive connection.
@@ -261,9 +262,8 @@ impl BackendSet {
             }
         }
         let runtime = backends.iter().map(|b| registry.get_or_create(b.id)).collect();
-        let eligible = |b: &Backend| {
-            b.weight > 0 && matches!(b.state, BackendState::Up | BackendState::Down)
-        };
+        let eligible =
+            |b: &Backend| b.weight > 0 && matches!(b.state, BackendState::Up | BackendState::Down);
         let n_eligible = backends.iter().filter(|b| eligible(b)).count();
         let n_up = backends.iter().filter(|b| eligible(b) && b.state == BackendState::Up).count();
         let panic = match options.panic_threshold {
@@ -339,7 +339,8 @@ impl BackendSet {
     pub fn is_usable(&self, index: usize) -> bool {
         self.inner.backends.get(index).is_some_and(|b| {
             b.weight > 0
-                && (b.state == BackendState::Up || (self.inner.panic && b.state == BackendState::Down))
+                && (b.state == BackendState::Up
+                    || (self.inner.panic && b.state == BackendState::Down))
         })
     }
 
@@ -407,12 +408,9 @@ mod tests {
         .unwrap();
         assert!(set.in_panic());
         assert_eq!(set.usable(), &[0, 1, 2]);
-        let healthy = BackendSet::new(
-            vec![be(1, BackendState::Up), be(2, BackendState::Down)],
-            &reg,
-            opts,
-        )
-        .unwrap();
+        let healthy =
+            BackendSet::new(vec![be(1, BackendState::Up), be(2, BackendState::Down)], &reg, opts)
+                .unwrap();
         assert!(!healthy.in_panic(), "1 of 2 up is not below 50%");
         assert_eq!(healthy.usable(), &[0]);
     }
@@ -420,7 +418,8 @@ mod tests {
     #[test]
     fn runtime_survives_a_new_snapshot() {
         let reg = RuntimeRegistry::new();
-        let a = BackendSet::new(vec![be(1, BackendState::Up)], &reg, SetOptions::default()).unwrap();
+        let a =
+            BackendSet::new(vec![be(1, BackendState::Up)], &reg, SetOptions::default()).unwrap();
         a.runtime(0).inc_active();
         let b = BackendSet::new(
             vec![be(2, BackendState::Up), be(1, BackendState::Up).with_weight(5)],
@@ -431,8 +430,12 @@ mod tests {
         assert_eq!(b.runtime(1).active(), 1);
         assert_eq!(b.runtime(0).active(), 0);
         assert_eq!(
-            BackendSet::new(vec![be(1, BackendState::Up), be(1, BackendState::Up)], &reg, SetOptions::default())
-                .unwrap_err(),
+            BackendSet::new(
+                vec![be(1, BackendState::Up), be(1, BackendState::Up)],
+                &reg,
+                SetOptions::default()
+            )
+            .unwrap_err(),
             SetError::DuplicateId(BackendId(1))
         );
     }
@@ -440,8 +443,10 @@ mod tests {
     #[test]
     fn slow_start_ramps_linearly() {
         let reg = RuntimeRegistry::new();
-        let opts = SetOptions { slow_start: Some(Duration::from_secs(10)), ..SetOptions::default() };
-        let set = BackendSet::new(vec![be(1, BackendState::Up).with_weight(100)], &reg, opts).unwrap();
+        let opts =
+            SetOptions { slow_start: Some(Duration::from_secs(10)), ..SetOptions::default() };
+        let set =
+            BackendSet::new(vec![be(1, BackendState::Up).with_weight(100)], &reg, opts).unwrap();
         assert_eq!(set.effective_weight(0, Instant::from_secs(3)), 100, "no window started");
         set.runtime(0).start_slow_start(Instant::from_secs(10));
         assert_eq!(set.effective_weight(0, Instant::from_secs(10)), 10);

@@ -191,6 +191,13 @@ impl HashKey {
         self.finish(h, 37)
     }
 
+    /// Hash of three words (the session table's packed keys).
+    #[inline(always)]
+    pub(crate) fn hash_words(&self, a: u64, b: u64, c: u64) -> u64 {
+        let h = self.absorb(P0, a, b);
+        self.finish(self.absorb(h, c, a), 24)
+    }
+
     /// Hash of an address alone (source-hash and destination-hash scheduling).
     #[inline]
     pub fn hash_ip(&self, ip: IpAddr) -> u64 {
@@ -241,7 +248,13 @@ mod tests {
     use super::*;
 
     fn flow() -> FlowKey {
-        FlowKey::v4(Protocol::Tcp, Ipv4Addr::new(10, 0, 1, 2), 40000, Ipv4Addr::new(10, 0, 0, 100), 80)
+        FlowKey::v4(
+            Protocol::Tcp,
+            Ipv4Addr::new(10, 0, 1, 2),
+            40000,
+            Ipv4Addr::new(10, 0, 0, 100),
+            80,
+        )
     }
 
     #[test]
@@ -250,7 +263,12 @@ mod tests {
         // place flows identically. Changing the function is a wire-incompatible change.
         let k = HashKey::default();
         assert_eq!(k.hash_flow(&flow()), 0xa5a7_6ea2_dc3e_5aea, "{:#x}", k.hash_flow(&flow()));
-        assert_eq!(k.hash_bytes(b"10.0.2.11:80"), 0x04e3_0746_e603_502e, "{:#x}", k.hash_bytes(b"10.0.2.11:80"));
+        assert_eq!(
+            k.hash_bytes(b"10.0.2.11:80"),
+            0x04e3_0746_e603_502e,
+            "{:#x}",
+            k.hash_bytes(b"10.0.2.11:80")
+        );
     }
 
     #[test]

@@ -33,4 +33,5 @@
 pub mod backend;
 pub mod flow;
 pub mod sched;
+pub mod session;
 pub mod time;

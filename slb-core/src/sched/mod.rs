@@ -21,7 +21,9 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
 
-use crate::backend::{Backend, BackendId, BackendSet, BackendState, RuntimeRegistry, SetError, SetOptions};
+use crate::backend::{
+    Backend, BackendId, BackendSet, BackendState, RuntimeRegistry, SetError, SetOptions,
+};
 use crate::flow::{FlowKey, HashKey};
 use crate::time::Instant;
 
@@ -242,7 +244,12 @@ impl Balancer {
         registry: Arc<RuntimeRegistry>,
     ) -> Result<Self, SetError> {
         let set = BackendSet::new(backends, &registry, options)?;
-        Ok(Balancer { config, options, registry, current: ArcSwap::from_pointee(config.build(set)) })
+        Ok(Balancer {
+            config,
+            options,
+            registry,
+            current: ArcSwap::from_pointee(config.build(set)),
+        })
     }
 
     /// The current scheduler (a cheap, lock-free load; hold it only for one pick).
@@ -281,7 +288,8 @@ impl Balancer {
                 }
             }
         }
-        let ids: std::collections::HashSet<BackendId> = set.backends().iter().map(|b| b.id).collect();
+        let ids: std::collections::HashSet<BackendId> =
+            set.backends().iter().map(|b| b.id).collect();
         self.current.store(Arc::new(self.config.build(set)));
         self.registry.retain(|id| ids.contains(&id));
         Ok(())

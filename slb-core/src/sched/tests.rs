@@ -10,8 +10,11 @@ pub(crate) fn backends(weights: &[u32]) -> Vec<Backend> {
         .iter()
         .enumerate()
         .map(|(i, &w)| {
-            Backend::new(BackendId(i as u32 + 1), SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 80)))
-                .with_weight(w)
+            Backend::new(
+                BackendId(i as u32 + 1),
+                SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 80)),
+            )
+            .with_weight(w)
         })
         .collect()
 }
@@ -21,9 +24,7 @@ fn set(weights: &[u32]) -> BackendSet {
 }
 
 fn seq(s: &dyn Scheduler, n: usize) -> String {
-    (0..n)
-        .map(|_| (b'a' + s.pick(&PickContext::default()).unwrap().index as u8) as char)
-        .collect()
+    (0..n).map(|_| (b'a' + s.pick(&PickContext::default()).unwrap().index as u8) as char).collect()
 }
 
 #[test]
@@ -36,7 +37,10 @@ fn swrr_gives_nginx_sequence() {
 fn rr_skips_unusable_and_reports_empty() {
     let mut b = backends(&[1, 1, 1]);
     b[1].state = BackendState::Draining;
-    let s = RoundRobin::new(BackendSet::new(b, &RuntimeRegistry::new(), SetOptions::default()).unwrap(), 0);
+    let s = RoundRobin::new(
+        BackendSet::new(b, &RuntimeRegistry::new(), SetOptions::default()).unwrap(),
+        0,
+    );
     assert_eq!(seq(&s, 4), "acac");
     let none = RoundRobin::new(set(&[0, 0]), 7);
     assert_eq!(none.pick(&PickContext::default()), Err(PickError::NoBackend));
@@ -49,7 +53,7 @@ fn every_kind_handles_empty_and_zero_weight_pools() {
         let cfg = SchedulerConfig::new(kind);
         for weights in [&[][..], &[0, 0, 0][..]] {
             let s = cfg.build(set(weights));
-            let flow = crate::flow::FlowKey::v4(
+            let flow = FlowKey::v4(
                 crate::flow::Protocol::Tcp,
                 [1, 2, 3, 4].into(),
                 5,
@@ -81,13 +85,17 @@ fn balancer_keeps_swrr_state_across_updates() {
     )
     .unwrap();
     let first: String = (0..3)
-        .map(|_| (b'a' + bal.scheduler().pick(&PickContext::default()).unwrap().index as u8) as char)
+        .map(|_| {
+            (b'a' + bal.scheduler().pick(&PickContext::default()).unwrap().index as u8) as char
+        })
         .collect();
     assert_eq!(first, "aab");
     // Same backends again: the sequence continues where it was instead of restarting.
     bal.update(backends(&[5, 1, 1]), Instant::ZERO).unwrap();
     let rest: String = (0..4)
-        .map(|_| (b'a' + bal.scheduler().pick(&PickContext::default()).unwrap().index as u8) as char)
+        .map(|_| {
+            (b'a' + bal.scheduler().pick(&PickContext::default()).unwrap().index as u8) as char
+        })
         .collect();
     assert_eq!(rest, "acaa");
 }

@@ -1,0 +1,205 @@
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::flow::Protocol;
+use crate::session::Timeouts;
+
+fn key(c: u8, port: u16) -> FlowKey {
+    FlowKey::v4(Protocol::Tcp, Ipv4Addr::new(10, 0, 1, c), port, Ipv4Addr::new(10, 0, 0, 100), 80)
+}
+
+fn rev(c: u8, port: u16) -> FlowKey {
+    FlowKey::v4(Protocol::Tcp, Ipv4Addr::new(10, 0, 2, 11), 80, Ipv4Addr::new(10, 0, 1, c), port)
+}
+
+fn table(capacity: usize, max_half_open: usize) -> SessionTable {
+    SessionTable::new(TableConfig { capacity, max_half_open, ..TableConfig::default() })
+}
+
+#[test]
+fn forward_and_reverse_lookup_and_counters() {
+    let mut t = table(16, 16);
+    let b = BackendId(3);
+    t.insert(
+        Instant::ZERO,
+        key(1, 1000),
+        Some(rev(1, 1000)),
+        Session::new(b, ConnState::SynRecv, Instant::ZERO, ()),
+    )
+    .unwrap();
+    assert_eq!(t.registry().get(b).unwrap().inactive(), 1);
+    let mut e = t.lookup(&rev(1, 1000), Instant::from_secs(1)).unwrap();
+    assert_eq!(e.direction(), Direction::Outbound);
+    assert_eq!(e.record_packet(Instant::from_secs(1)), 1);
+    e.set_state(ConnState::Established, Instant::from_secs(1));
+    let rt = t.registry().get(b).unwrap();
+    assert_eq!((rt.active(), rt.inactive()), (1, 0));
+    let (s, d) = t.get(&key(1, 1000)).unwrap();
+    assert_eq!((s.state(), d, s.packets_out), (ConnState::Established, Direction::Inbound, 1));
+    assert_eq!(s.expires(), Instant::from_secs(901));
+    assert_eq!(
+        t.insert(
+            Instant::ZERO,
+            key(1, 1000),
+            None,
+            Session::new(b, ConnState::Udp, Instant::ZERO, ())
+        )
+        .unwrap_err(),
+        InsertError::Exists
+    );
+    assert_eq!(
+        t.insert(
+            Instant::ZERO,
+            key(2, 1000),
+            Some(rev(1, 1000)),
+            Session::new(b, ConnState::Udp, Instant::ZERO, ())
+        )
+        .unwrap_err(),
+        InsertError::ReverseExists
+    );
+    assert!(t.remove(&rev(1, 1000)).is_some());
+    assert!(t.is_empty());
+    assert_eq!((rt.active(), rt.inactive()), (0, 0));
+}
+
+#[test]
+fn expiry_is_lazy_and_swept() {
+    let mut t = table(16, 16);
+    let b = BackendId(1);
+    for c in 0..4 {
+        t.insert(
+            Instant::ZERO,
+            key(c, 1),
+            None,
+            Session::new(b, ConnState::Close, Instant::ZERO, ()),
+        )
+        .unwrap();
+    }
+    assert!(t.lookup(&key(0, 1), Instant::from_secs(9)).is_some());
+    assert!(t.lookup(&key(0, 1), Instant::from_secs(10)).is_none(), "CLOSE lasts 10 s");
+    assert_eq!(t.len(), 3);
+    assert_eq!(
+        t.expire(Instant::from_secs(10), 2),
+        1,
+        "budget covers only two slots, one already free"
+    );
+    assert_eq!(t.expire(Instant::from_secs(10), 100), 2);
+    assert_eq!(t.stats().expired, 4);
+}
+
+#[test]
+fn syn_flood_evicts_only_half_open() {
+    let mut t = table(100, 50);
+    let now = Instant::ZERO;
+    for c in 0..40 {
+        let mut e = t
+            .insert(now, key(c, 1), None, Session::new(BackendId(1), ConnState::SynRecv, now, ()))
+            .unwrap();
+        e.set_state(ConnState::Established, now);
+    }
+    for p in 0..10_000u16 {
+        t.insert(now, key(200, p), None, Session::new(BackendId(1), ConnState::SynRecv, now, ()))
+            .unwrap();
+    }
+    assert_eq!(t.half_open(), 50);
+    for c in 0..40 {
+        assert_eq!(t.get(&key(c, 1)).unwrap().0.state(), ConnState::Established);
+    }
+    // Fill to capacity with established flows: further established inserts evict half-open ones,
+    // and when nothing evictable remains, they are refused.
+    for c in 40..100 {
+        let mut e = t
+            .insert(now, key(c, 1), None, Session::new(BackendId(1), ConnState::SynRecv, now, ()))
+            .unwrap();
+        e.set_state(ConnState::Established, now);
+    }
+    assert_eq!(t.len(), 100);
+    assert_eq!(t.half_open(), 0);
+    assert_eq!(
+        t.insert(now, key(250, 1), None, Session::new(BackendId(1), ConnState::SynRecv, now, ()))
+            .unwrap_err(),
+        InsertError::Full
+    );
+    assert_eq!(t.stats().refused_full, 1);
+}
+
+#[test]
+fn done_sessions_are_evicted_before_refusing() {
+    let mut t = table(2, 2);
+    let now = Instant::ZERO;
+    t.insert(now, key(1, 1), None, Session::new(BackendId(1), ConnState::Established, now, ()))
+        .unwrap();
+    t.insert(now, key(2, 1), None, Session::new(BackendId(1), ConnState::TimeWait, now, ()))
+        .unwrap();
+    t.insert(now, key(3, 1), None, Session::new(BackendId(1), ConnState::Udp, now, ())).unwrap();
+    assert!(t.get(&key(2, 1)).is_none());
+    assert_eq!(t.stats().evicted_done, 1);
+}
+
+#[test]
+fn ipv6_and_family_mismatch() {
+    let mut t = table(4, 4);
+    let k6 = FlowKey::new(
+        Protocol::Udp,
+        "[2001:db8::1]:5000".parse().unwrap(),
+        "[2001:db8::100]:53".parse().unwrap(),
+    );
+    let r6 = FlowKey::new(
+        Protocol::Udp,
+        "[2001:db8::11]:53".parse().unwrap(),
+        "[2001:db8::1]:5000".parse().unwrap(),
+    );
+    t.insert(
+        Instant::ZERO,
+        k6,
+        Some(r6),
+        Session::new(BackendId(1), ConnState::Udp, Instant::ZERO, ()),
+    )
+    .unwrap();
+    assert_eq!(t.get(&r6).unwrap().1, Direction::Outbound);
+    assert_eq!(
+        t.insert(
+            Instant::ZERO,
+            key(1, 1),
+            Some(r6),
+            Session::new(BackendId(1), ConnState::Udp, Instant::ZERO, ())
+        )
+        .unwrap_err(),
+        InsertError::FamilyMismatch
+    );
+    let all: Vec<_> = t.iter().map(|v| (v.forward, v.reverse)).collect();
+    assert_eq!(all, vec![(k6, Some(r6))]);
+    assert_eq!(Timeouts::default().udp.as_secs(), 300);
+}
+
+#[test]
+fn ipv4_entry_fits_the_budget() {
+    let n = 200_000u32;
+    let config = TableConfig { capacity: n as usize, preallocate: true, ..TableConfig::default() };
+    let mut t: SessionTable<u64> = SessionTable::new(config);
+    for i in 0..n {
+        let f = FlowKey::v4(
+            Protocol::Tcp,
+            Ipv4Addr::from(0x0a00_0000 + i),
+            1000,
+            Ipv4Addr::new(10, 0, 0, 100),
+            80,
+        );
+        let r = FlowKey::v4(
+            Protocol::Tcp,
+            Ipv4Addr::new(10, 0, 2, 11),
+            80,
+            Ipv4Addr::from(0x0b00_0000 + i),
+            5000,
+        );
+        t.insert(
+            Instant::ZERO,
+            f,
+            Some(r),
+            Session::new(BackendId(1), ConnState::Established, Instant::ZERO, 0),
+        )
+        .unwrap();
+    }
+    let per = t.memory_bytes() / n as usize;
+    assert!(per <= 128, "{per} bytes per IPv4 session with an 8-byte extension");
+}
