@@ -32,6 +32,7 @@
 
 pub mod backend;
 pub mod flow;
+pub mod health;
 pub mod sched;
 pub mod session;
 pub mod time;
