@@ -1,1 +1,4 @@
 //! slb-l4 (under construction).
+
+#[cfg(feature = "lab")]
+pub mod lab;
