@@ -4,16 +4,37 @@
 //! configuration change builds a new one and the [`Balancer`] swaps it in atomically. `pick` is
 //! synchronous, lock-free for every scheduler except smooth WRR (nginx holds a lock there too), and
 //! returns [`PickError::NoBackend`] when no backend may take the flow: it never panics, including
-//! for weight-0 and empty pools.
+//! for weight-0 and empty pools. Every scheduler draws only from [`BackendSet::usable`]: down,
+//! draining, disabled and weight-0 backends take no new flows, and the set's Envoy-style panic
+//! threshold (put down backends back in use) is decided there, once, for all of them.
 //!
-//! | name | scheduler | matches |
-//! |---|---|---|
-//! | `rr` | [`RoundRobin`] | IPVS rr, nginx round robin with equal weights |
-//! | `swrr` | [`SmoothWeighted`] | nginx weighted round robin (exact sequence) |
-//! | `mh` | [`Maglev`] | IPVS mh, Envoy Maglev (weighted) |
+//! | name | scheduler | matches | pick |
+//! |---|---|---|---|
+//! | `rr` | [`RoundRobin`] | IPVS rr, nginx round robin with equal weights | O(1) |
+//! | `swrr` | [`SmoothWeighted`] | nginx weighted round robin (exact sequence) | O(n), lock |
+//! | `vnswrr` | [`VnSmoothWeighted`] | Tengine vnswrr (precomputed nginx sequence) | O(1) |
+//! | `lc` | [`LeastConnections`] | IPVS lc | O(n) |
+//! | `wlc` | [`WeightedLeastConnections`] | IPVS wlc | O(n) |
+//! | `sed` | [`ShortestExpectedDelay`] | IPVS sed | O(n) |
+//! | `nq` | [`NeverQueue`] | IPVS nq | O(n) |
+//! | `p2c` | [`LeastRequest`] | Envoy least request (P2C), IPVS twos | O(1) |
+//! | `random` | [`WeightedRandom`] | nginx/HAProxy/Envoy random, weighted | O(1) |
+//! | `sh` | [`SourceHash`] | IPVS sh | O(1) |
+//! | `dh` | [`DestinationHash`] | IPVS dh | O(1) |
+//! | `mh` | [`Maglev`] | IPVS mh, Envoy Maglev (weighted) | O(1) |
+//! | `ketama` | [`Ketama`] | nginx `hash ... consistent` (same points) | O(log) |
+//! | `bounded` | [`BoundedLoad`] | HAProxy `hash-balance-factor` | O(n) |
+//! | `fo` | [`Failover`] | IPVS fo, plus priority groups | O(1) |
 //!
-//! Load-aware schedulers read live load through [`PickContext::load`], or, when the context gives
-//! none, from the snapshot's [`BackendRuntime`](crate::backend::BackendRuntime) active counters.
+//! Load-aware schedulers read live load through [`PickContext::load_of`] (and the IPVS
+//! connection schedulers inactive connections through [`PickContext::inactive_of`]): from the
+//! caller's [`LoadSource`] when the context has one, otherwise from the snapshot's
+//! [`BackendRuntime`](crate::backend::BackendRuntime) counters, which the session table keeps.
+//!
+//! Hashing schedulers take their key from [`PickContext::hash`] or [`PickContext::flow`]:
+//! Maglev, ketama and bounded load prefer the hash (ketama expects `crc32(key)` there, see
+//! [`Ketama::key_hash`]); source and destination hashing prefer the flow's address and fall back
+//! to the hash. Randomized schedulers are seeded by [`SchedulerConfig::seed`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -27,19 +48,46 @@ use crate::backend::{
 use crate::flow::{FlowKey, HashKey};
 use crate::time::Instant;
 
+mod addr_hash;
+mod bounded;
+mod failover;
+mod ketama;
+mod least_conn;
 mod maglev;
+mod p2c;
+mod random;
+mod rng;
 mod rr;
 mod swrr;
+mod vnswrr;
 
+pub use addr_hash::{DestinationHash, SourceHash};
+pub use bounded::BoundedLoad;
+pub use failover::Failover;
+pub use ketama::Ketama;
+pub use least_conn::{
+    LeastConnections, NeverQueue, ShortestExpectedDelay, WeightedLeastConnections,
+};
 pub use maglev::Maglev;
+pub use p2c::LeastRequest;
+pub use random::WeightedRandom;
 pub use rr::RoundRobin;
 pub use swrr::SmoothWeighted;
+pub use vnswrr::VnSmoothWeighted;
 
 /// Live load of backends, supplied by the caller when the runtime counters are not the right
 /// measure (e.g. a service with its own in-flight accounting).
 pub trait LoadSource {
     /// Current load (connections, requests in flight) of the backend at `index` in the set.
     fn load(&self, index: usize, backend: &Backend) -> u64;
+
+    /// Inactive connections of the backend at `index` (IPVS `inactconns`), which only the IPVS
+    /// connection schedulers `lc` and `wlc` weigh (256 inactive = 1 active). Defaults to 0: a
+    /// source that counts requests has nothing else to report.
+    fn inactive(&self, index: usize, backend: &Backend) -> u64 {
+        let _ = (index, backend);
+        0
+    }
 }
 
 /// What a scheduler may look at for one pick.
@@ -79,6 +127,16 @@ impl<'a> PickContext<'a> {
         match self.load {
             Some(src) => set.get(index).map_or(u64::MAX, |b| src.load(index, b)),
             None => u64::from(set.runtime(index).active()),
+        }
+    }
+
+    /// The inactive connections of backend `index` of `set`, from [`LoadSource::inactive`] or the
+    /// runtime counters.
+    #[inline]
+    pub fn inactive_of(&self, set: &BackendSet, index: usize) -> u64 {
+        match self.load {
+            Some(src) => set.get(index).map_or(0, |b| src.inactive(index, b)),
+            None => u64::from(set.runtime(index).inactive()),
         }
     }
 }
@@ -135,11 +193,38 @@ pub enum SchedulerKind {
     RoundRobin,
     /// `swrr`: nginx smooth weighted round robin.
     SmoothWeighted,
+    /// `vnswrr`: Tengine's precomputed smooth weighted round robin, O(1) per pick.
+    VnSmoothWeighted,
+    /// `lc`: IPVS least connections.
+    LeastConnections,
+    /// `wlc`: IPVS weighted least connections.
+    WeightedLeastConnections,
+    /// `sed`: IPVS shortest expected delay.
+    ShortestExpectedDelay,
+    /// `nq`: IPVS never queue.
+    NeverQueue,
+    /// `p2c`: Envoy least request, power of two choices, weight-aware.
+    LeastRequest,
+    /// `random`: weighted random.
+    WeightedRandom,
+    /// `sh`: IPVS source hashing.
+    SourceHash,
+    /// `dh`: IPVS destination hashing.
+    DestinationHash,
     /// `mh`: Maglev consistent hashing with a prime table size (default 65537).
     Maglev {
         /// Lookup table size; must be prime.
         table_size: u32,
     },
+    /// `ketama`: nginx-compatible ketama consistent hashing.
+    Ketama,
+    /// `bounded`: consistent hashing with bounded loads (HAProxy `hash-balance-factor`).
+    BoundedLoad {
+        /// Balance factor in percent (>= 100; default 125).
+        balance_factor: u32,
+    },
+    /// `fo`: failover to the first available backend by priority.
+    Failover,
 }
 
 impl SchedulerKind {
@@ -148,19 +233,60 @@ impl SchedulerKind {
         match self {
             SchedulerKind::RoundRobin => "rr",
             SchedulerKind::SmoothWeighted => "swrr",
+            SchedulerKind::VnSmoothWeighted => "vnswrr",
+            SchedulerKind::LeastConnections => "lc",
+            SchedulerKind::WeightedLeastConnections => "wlc",
+            SchedulerKind::ShortestExpectedDelay => "sed",
+            SchedulerKind::NeverQueue => "nq",
+            SchedulerKind::LeastRequest => "p2c",
+            SchedulerKind::WeightedRandom => "random",
+            SchedulerKind::SourceHash => "sh",
+            SchedulerKind::DestinationHash => "dh",
             SchedulerKind::Maglev { .. } => "mh",
+            SchedulerKind::Ketama => "ketama",
+            SchedulerKind::BoundedLoad { .. } => "bounded",
+            SchedulerKind::Failover => "fo",
         }
     }
 
+    /// Every scheduler, with default parameters, in the order of the module table.
+    pub const ALL: [SchedulerKind; 15] = [
+        SchedulerKind::RoundRobin,
+        SchedulerKind::SmoothWeighted,
+        SchedulerKind::VnSmoothWeighted,
+        SchedulerKind::LeastConnections,
+        SchedulerKind::WeightedLeastConnections,
+        SchedulerKind::ShortestExpectedDelay,
+        SchedulerKind::NeverQueue,
+        SchedulerKind::LeastRequest,
+        SchedulerKind::WeightedRandom,
+        SchedulerKind::SourceHash,
+        SchedulerKind::DestinationHash,
+        SchedulerKind::Maglev { table_size: Maglev::DEFAULT_TABLE_SIZE },
+        SchedulerKind::Ketama,
+        SchedulerKind::BoundedLoad { balance_factor: BoundedLoad::DEFAULT_FACTOR },
+        SchedulerKind::Failover,
+    ];
+
     /// True for schedulers that need [`PickContext::hash`] or [`PickContext::flow`].
     pub fn needs_key(&self) -> bool {
-        matches!(self, SchedulerKind::Maglev { .. })
+        matches!(
+            self,
+            SchedulerKind::SourceHash
+                | SchedulerKind::DestinationHash
+                | SchedulerKind::Maglev { .. }
+                | SchedulerKind::Ketama
+                | SchedulerKind::BoundedLoad { .. }
+        )
     }
 }
 
 /// An unknown scheduler name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown scheduler {0:?} (known: rr, swrr, mh)")]
+#[error(
+    "unknown scheduler {0:?} (known: rr, swrr, vnswrr, lc, wlc, sed, nq, p2c, random, sh, dh, mh, \
+     ketama, bounded, fo)"
+)]
 pub struct UnknownScheduler(pub String);
 
 impl FromStr for SchedulerKind {
@@ -169,7 +295,21 @@ impl FromStr for SchedulerKind {
         Ok(match s {
             "rr" | "round_robin" => SchedulerKind::RoundRobin,
             "swrr" | "wrr" | "weighted_round_robin" => SchedulerKind::SmoothWeighted,
+            "vnswrr" => SchedulerKind::VnSmoothWeighted,
+            "lc" | "least_conn" | "least_connections" => SchedulerKind::LeastConnections,
+            "wlc" | "weighted_least_connections" => SchedulerKind::WeightedLeastConnections,
+            "sed" | "shortest_expected_delay" => SchedulerKind::ShortestExpectedDelay,
+            "nq" | "never_queue" => SchedulerKind::NeverQueue,
+            "p2c" | "least_request" | "twos" => SchedulerKind::LeastRequest,
+            "random" | "weighted_random" => SchedulerKind::WeightedRandom,
+            "sh" | "source_hash" => SchedulerKind::SourceHash,
+            "dh" | "destination_hash" => SchedulerKind::DestinationHash,
             "mh" | "maglev" => SchedulerKind::Maglev { table_size: Maglev::DEFAULT_TABLE_SIZE },
+            "ketama" | "chash" | "consistent_hash" => SchedulerKind::Ketama,
+            "bounded" | "bounded_load" | "chash_bounded" => {
+                SchedulerKind::BoundedLoad { balance_factor: BoundedLoad::DEFAULT_FACTOR }
+            }
+            "fo" | "failover" => SchedulerKind::Failover,
             _ => return Err(UnknownScheduler(s.to_owned())),
         })
     }
@@ -197,9 +337,23 @@ impl SchedulerConfig {
         match self.kind {
             SchedulerKind::RoundRobin => Box::new(RoundRobin::new(set, self.seed)),
             SchedulerKind::SmoothWeighted => Box::new(SmoothWeighted::new(set)),
+            SchedulerKind::VnSmoothWeighted => Box::new(VnSmoothWeighted::new(set, self.seed)),
+            SchedulerKind::LeastConnections => Box::new(LeastConnections::new(set)),
+            SchedulerKind::WeightedLeastConnections => Box::new(WeightedLeastConnections::new(set)),
+            SchedulerKind::ShortestExpectedDelay => Box::new(ShortestExpectedDelay::new(set)),
+            SchedulerKind::NeverQueue => Box::new(NeverQueue::new(set)),
+            SchedulerKind::LeastRequest => Box::new(LeastRequest::new(set, self.seed)),
+            SchedulerKind::WeightedRandom => Box::new(WeightedRandom::new(set, self.seed)),
+            SchedulerKind::SourceHash => Box::new(SourceHash::new(set, self.hash_key)),
+            SchedulerKind::DestinationHash => Box::new(DestinationHash::new(set, self.hash_key)),
             SchedulerKind::Maglev { table_size } => {
                 Box::new(Maglev::new(set, table_size, self.hash_key))
             }
+            SchedulerKind::Ketama => Box::new(Ketama::new(set, self.hash_key)),
+            SchedulerKind::BoundedLoad { balance_factor } => {
+                Box::new(BoundedLoad::new(set, balance_factor, self.hash_key))
+            }
+            SchedulerKind::Failover => Box::new(Failover::new(set)),
         }
     }
 }
@@ -305,3 +459,6 @@ impl Balancer {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod kinds_tests;
