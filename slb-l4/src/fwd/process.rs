@@ -1,0 +1,323 @@
+//! `Forwarder::process`: classification, session lookup, new flows.
+
+use std::net::IpAddr;
+
+use slb_core::backend::BackendState;
+use slb_core::flow::{FlowKey, Protocol};
+use slb_core::session::{
+    ConnState, Direction, InsertError, Session, TcpFlags, Visibility, tcp_transition,
+};
+use slb_core::time::Instant;
+
+use super::config::{Mac, Mode, PortId, ServiceId};
+use super::neigh;
+use super::rewrite::{Plan, Toa};
+use super::stats::DropReason;
+use super::{Forwarder, Owned, SessionData, Verdict};
+use crate::frame::FrameBuf;
+use crate::wire::{self, Frag, IpMeta, Kind, proto};
+
+/// A SYN without ACK, RST or FIN: the only segment that opens a TCP session in strict mode.
+#[inline]
+fn pure_syn(f: TcpFlags) -> bool {
+    f.syn && !f.ack && !f.rst && !f.fin
+}
+
+#[inline]
+fn visibility(mode: Mode) -> Visibility {
+    if mode == Mode::Dr { Visibility::InboundOnly } else { Visibility::BothWays }
+}
+
+#[inline]
+pub(super) fn src_mac(f: &[u8]) -> Mac {
+    [f[6], f[7], f[8], f[9], f[10], f[11]]
+}
+
+impl Forwarder {
+    /// Processes one frame received on `port` at `now`: rewrites it in place and says what to do
+    /// with it. Never panics, whatever the bytes.
+    pub fn process(&mut self, now: Instant, frame: &mut FrameBuf, port: PortId) -> Verdict {
+        self.stats.rx += 1;
+        let Some(p) = self.ports.get(usize::from(port.0)) else {
+            return self.count_drop(DropReason::BadPort, None);
+        };
+        let our_mac = p.cfg.mac;
+        let data = frame.as_slice();
+        let kind = match wire::parse(data) {
+            Ok(k) => k,
+            Err(_) => return self.count_drop(DropReason::Malformed, None),
+        };
+        let dst_mac = &data[0..6];
+        let unicast = dst_mac == our_mac;
+        if !unicast && dst_mac[0] & 1 == 0 {
+            // Another host's frame (a bridge flooding an unknown MAC): never forward it.
+            self.stats.other_mac += 1;
+            return self.host();
+        }
+        match kind {
+            Kind::Arp => self.handle_arp(frame, port),
+            Kind::Ip(m) => self.handle_ip(now, frame, port, m, unicast),
+            Kind::Other => self.host(),
+        }
+    }
+
+    #[inline]
+    pub(super) fn host(&mut self) -> Verdict {
+        self.stats.host += 1;
+        Verdict::Host
+    }
+
+    /// True when ARP/NS for `ip` are answered on `port`.
+    pub(super) fn answers_for(&self, port: PortId, ip: IpAddr) -> bool {
+        let Some(p) = self.ports.get(usize::from(port.0)) else { return false };
+        p.cfg.addrs.iter().any(|c| c.addr == ip)
+            || (p.cfg.proxy_arp && self.owned.contains_key(&ip))
+    }
+
+    fn handle_arp(&mut self, frame: &mut FrameBuf, port: PortId) -> Verdict {
+        let Some(a) = neigh::parse_arp(frame.as_slice()) else { return self.host() };
+        let ours = self.answers_for(port, IpAddr::V4(a.tpa));
+        self.neigh.learn(IpAddr::V4(a.spa), a.sha, ours);
+        if ours && a.op == smoltcp::wire::ArpOperation::Request && a.spa != a.tpa {
+            let mac = self.ports[usize::from(port.0)].cfg.mac;
+            neigh::arp_reply(frame, &a, mac);
+            self.stats.replied += 1;
+            return Verdict::Reply(port);
+        }
+        self.host()
+    }
+
+    fn handle_ip(
+        &mut self,
+        now: Instant,
+        frame: &mut FrameBuf,
+        port: PortId,
+        m: IpMeta,
+        unicast: bool,
+    ) -> Verdict {
+        if m.frag == Frag::Yes {
+            return if self.owned.contains_key(&m.dst) {
+                self.count_drop(DropReason::Fragment, None)
+            } else {
+                self.host()
+            };
+        }
+        match m.proto {
+            proto::TCP | proto::UDP if unicast => self.handle_flow(now, frame, port, m),
+            proto::ICMP | proto::ICMPV6 => self.handle_icmp(now, frame, port, m, unicast),
+            _ if unicast && self.owned.contains_key(&m.dst) => {
+                self.count_drop(DropReason::Unsupported, None)
+            }
+            _ => self.host(),
+        }
+    }
+
+    fn handle_flow(
+        &mut self,
+        now: Instant,
+        frame: &mut FrameBuf,
+        port: PortId,
+        m: IpMeta,
+    ) -> Verdict {
+        let is_tcp = m.proto == proto::TCP;
+        let key = FlowKey {
+            proto: if is_tcp { Protocol::Tcp } else { Protocol::Udp },
+            src: m.src,
+            dst: m.dst,
+            src_port: m.sport,
+            dst_port: m.dport,
+        };
+        let flags = TcpFlags::from_bits(m.tcp_flags);
+        let smac = src_mac(frame.as_slice());
+        let Some(mut e) = self.table.lookup(&key, now) else {
+            return self.on_miss(now, frame, port, m, key, flags);
+        };
+        let dir = e.direction();
+        let s = e.session();
+        let (backend, state, mut ext) = (s.backend(), s.state(), s.ext);
+        let svc = ext.svc;
+        let Some(service) = self.services.list.get(usize::from(svc)) else {
+            e.remove();
+            return self.count_drop(DropReason::NoSession, None);
+        };
+        let mode = service.mode();
+        if is_tcp && dir == Direction::Inbound && pure_syn(flags) && state.is_done() {
+            // A new connection reusing the ports of a finished one: schedule it afresh.
+            e.remove();
+            return self.on_miss(now, frame, port, m, key, flags);
+        }
+        if mode != Mode::Dr && m.ttl <= 1 {
+            return self.count_drop(DropReason::TtlExceeded, Some(svc));
+        }
+        if self.cfg.expire_nodest_conn
+            && self.reals.get(backend.0 as usize).is_some_and(|r| r.state != BackendState::Up)
+        {
+            e.remove();
+            return self.count_drop(DropReason::BackendDown, Some(svc));
+        }
+        let mut toa = Toa::None;
+        if is_tcp {
+            let next = tcp_transition(Some(state), dir, visibility(mode), flags).unwrap_or(state);
+            if next != state {
+                e.set_state(next, now);
+            }
+            if mode == Mode::FullNat {
+                toa = match dir {
+                    Direction::Inbound if pure_syn(flags) => Toa::Syn,
+                    Direction::Inbound
+                        if state == ConnState::SynRecv && next == ConnState::Established =>
+                    {
+                        Toa::Ack
+                    }
+                    Direction::Outbound if flags.syn && flags.ack => Toa::SynAck,
+                    _ => Toa::None,
+                };
+            }
+        }
+        e.record_packet(now);
+        if dir == Direction::Inbound {
+            ext.client_mac = smac;
+            ext.client_port = port.0;
+            *e.ext_mut() = ext;
+        }
+        let (fwd, rev) = e.keys();
+        let plan = Plan { dir, mode, backend, svc, ext, fwd, rev, toa };
+        self.forward(now, frame, &m, plan)
+    }
+
+    fn on_miss(
+        &mut self,
+        now: Instant,
+        frame: &mut FrameBuf,
+        port: PortId,
+        m: IpMeta,
+        key: FlowKey,
+        flags: TcpFlags,
+    ) -> Verdict {
+        let Some(sid) = self.services.find(m.proto, m.dst, m.dport) else {
+            return match self.owned.get(&m.dst) {
+                Some(Owned::Vip) => self.count_drop(DropReason::NoService, None),
+                Some(Owned::Local) => self.count_drop(DropReason::NoSession, None),
+                None => self.host(),
+            };
+        };
+        let is_tcp = m.proto == proto::TCP;
+        if is_tcp {
+            let creates = if self.cfg.strict_tcp { pure_syn(flags) } else { !flags.rst };
+            if !creates {
+                return self.count_drop(DropReason::NoSession, Some(sid.0));
+            }
+        }
+        self.new_flow(now, frame, port, m, key, flags, sid)
+    }
+
+    #[allow(clippy::too_many_arguments)] // one call site; the values are all at hand there
+    fn new_flow(
+        &mut self,
+        now: Instant,
+        frame: &mut FrameBuf,
+        port: PortId,
+        m: IpMeta,
+        key: FlowKey,
+        flags: TcpFlags,
+        sid: ServiceId,
+    ) -> Verdict {
+        let svc = &self.services.list[usize::from(sid.0)];
+        let mode = svc.mode();
+        if mode != Mode::Dr && m.ttl <= 1 {
+            return self.count_drop(DropReason::TtlExceeded, Some(sid.0));
+        }
+        let backend = match svc.schedule(&key, &mut self.persist, now) {
+            Ok(b) => b,
+            Err(r) => return self.count_drop(r, Some(sid.0)),
+        };
+        let real = &self.reals[backend.0 as usize];
+        let rport = if real.addr.port() == 0 { m.dport } else { real.addr.port() };
+        let rip = real.addr.ip();
+        let is_tcp = m.proto == proto::TCP;
+        let state = if is_tcp {
+            tcp_transition(None, Direction::Inbound, visibility(mode), flags)
+                .unwrap_or(ConnState::SynRecv)
+        } else {
+            ConnState::Udp
+        };
+        let ext = SessionData {
+            client_mac: src_mac(frame.as_slice()),
+            client_port: port.0,
+            flags: 0,
+            svc: sid.0,
+        };
+        let to_real = |dst: IpAddr, dport: u16| FlowKey {
+            proto: key.proto,
+            src: rip,
+            src_port: rport,
+            dst,
+            dst_port: dport,
+        };
+        let inserted = match mode {
+            Mode::Dr => self
+                .table
+                .insert(now, key, None, Session::new(backend, state, now, ext))
+                .map(|mut e| {
+                    e.record_packet(now);
+                    None
+                }),
+            Mode::Nat => {
+                let rev = to_real(key.src, key.src_port);
+                self.table.insert(now, key, Some(rev), Session::new(backend, state, now, ext)).map(
+                    |mut e| {
+                        e.record_packet(now);
+                        Some(rev)
+                    },
+                )
+            }
+            Mode::FullNat => {
+                let hash = self.cfg.table.hash_key.hash_flow(&key);
+                let mut result = Err(InsertError::ReverseExists);
+                let mut attempt = 0;
+                while let Some((lip, lport)) =
+                    self.laddrs.candidate(key.src.is_ipv6(), hash, attempt)
+                {
+                    attempt += 1;
+                    let rev = to_real(lip, lport);
+                    match self.table.insert(
+                        now,
+                        key,
+                        Some(rev),
+                        Session::new(backend, state, now, ext),
+                    ) {
+                        Ok(mut e) => {
+                            e.record_packet(now);
+                            result = Ok(Some(rev));
+                            break;
+                        }
+                        Err(InsertError::ReverseExists) => continue,
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                result
+            }
+        };
+        let rev = match inserted {
+            Ok(rev) => rev,
+            Err(InsertError::Full) => return self.count_drop(DropReason::TableFull, Some(sid.0)),
+            Err(InsertError::ReverseExists) if mode == Mode::FullNat => {
+                return self.count_drop(DropReason::PortsExhausted, Some(sid.0));
+            }
+            Err(InsertError::ReverseExists) => {
+                return self.count_drop(DropReason::ReverseConflict, Some(sid.0));
+            }
+            Err(_) => return self.count_drop(DropReason::Malformed, Some(sid.0)),
+        };
+        self.services.list[usize::from(sid.0)].stats.conns += 1;
+        self.reals[backend.0 as usize].stats.conns += 1;
+        let toa =
+            if mode == Mode::FullNat && is_tcp && pure_syn(flags) { Toa::Syn } else { Toa::None };
+        let plan =
+            Plan { dir: Direction::Inbound, mode, backend, svc: sid.0, ext, fwd: key, rev, toa };
+        self.forward(now, frame, &m, plan)
+    }
+}

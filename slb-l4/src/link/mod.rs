@@ -1,0 +1,78 @@
+//! Links: where frames come from and go to, behind one batch-shaped trait.
+//!
+//! ```text
+//!   Link::recv_batch(&mut [FrameBuf]) -> n      (never blocks; 0 when nothing is queued)
+//!   Link::send_batch(&[FrameBuf])     -> sent   (frames beyond `sent` were dropped, counted)
+//! ```
+//! Implementations: [`MemoryLink`] (in-process pairs, for tests and benches), the smoltcp
+//! adapter in [`crate::sim`] (feature `sim`), pnet's AF_PACKET channel and a batched AF_PACKET
+//! socket (feature `io`). Middlewares wrap any link: [`FaultInjector`] (seeded loss,
+//! duplication, corruption) and [`PcapWriter`] (a pcap trace of both directions).
+
+mod fault;
+mod memory;
+mod pcap;
+
+pub use fault::{FaultConfig, FaultInjector};
+pub use memory::MemoryLink;
+pub use pcap::PcapWriter;
+
+use std::io;
+
+use crate::frame::FrameBuf;
+
+/// Counters every link keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Frames received.
+    pub rx_frames: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames sent.
+    pub tx_frames: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Received frames larger than the buffers (e.g. GSO super-frames), dropped.
+    pub rx_oversize: u64,
+    /// Frames the receive side lost before we read them (kernel queue overflow), if known.
+    pub rx_dropped: u64,
+    /// Frames that could not be sent (queue full, errors).
+    pub tx_dropped: u64,
+}
+
+/// A source and sink of Ethernet frames, in batches.
+pub trait Link {
+    /// Receives up to `bufs.len()` frames into `bufs` (each overwritten from its start, with
+    /// its metadata set) without blocking; returns how many were filled.
+    fn recv_batch(&mut self, bufs: &mut [FrameBuf]) -> io::Result<usize>;
+
+    /// Sends `frames`; returns how many were sent. Frames not sent were dropped and counted in
+    /// [`LinkStats::tx_dropped`].
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> io::Result<usize>;
+
+    /// Counters.
+    fn stats(&self) -> LinkStats;
+
+    /// A file descriptor that polls readable when frames are waiting, if the link has one
+    /// (drivers wait on it instead of spinning).
+    #[cfg(unix)]
+    fn poll_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+}
+
+impl<L: Link + ?Sized> Link for Box<L> {
+    fn recv_batch(&mut self, bufs: &mut [FrameBuf]) -> io::Result<usize> {
+        (**self).recv_batch(bufs)
+    }
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> io::Result<usize> {
+        (**self).send_batch(frames)
+    }
+    fn stats(&self) -> LinkStats {
+        (**self).stats()
+    }
+    #[cfg(unix)]
+    fn poll_fd(&self) -> Option<std::os::fd::RawFd> {
+        (**self).poll_fd()
+    }
+}

@@ -1,0 +1,212 @@
+//! One pass over a frame's headers: offsets and fields the forwarder needs, through smoltcp's
+//! checked views. After [`parse`] succeeds, every offset it returns lies inside the frame, so the
+//! rewrite code may index the frame at those offsets without further length checks.
+
+use std::net::IpAddr;
+
+use smoltcp::wire::{
+    EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket,
+};
+
+/// Length of an Ethernet header (no VLAN tag).
+pub const ETH_HDR: usize = 14;
+/// Offset of the IP header in a frame.
+pub const L3: usize = ETH_HDR;
+
+/// Transport protocol numbers.
+pub mod proto {
+    /// ICMP.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// IPv6 fragment header.
+    pub const FRAGMENT: u8 = 44;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+}
+
+/// Fragment status of an IP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frag {
+    /// Not a fragment.
+    No,
+    /// A fragment (IPv4 with MF or an offset; IPv6 with a fragment header).
+    Yes,
+}
+
+/// What [`parse`] found in an IP frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpMeta {
+    /// IPv6 (else IPv4).
+    pub v6: bool,
+    /// Offset of the transport header (just past the IP header).
+    pub l4: usize,
+    /// End of the IP packet in the frame (Ethernet padding may follow).
+    pub end: usize,
+    /// Transport protocol (the fixed header's next header for IPv6).
+    pub proto: u8,
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// TTL / hop limit.
+    pub ttl: u8,
+    /// Fragment status.
+    pub frag: Frag,
+    /// Source port (TCP/UDP), else 0.
+    pub sport: u16,
+    /// Destination port (TCP/UDP), else 0.
+    pub dport: u16,
+    /// TCP flags byte, else 0.
+    pub tcp_flags: u8,
+    /// TCP header length, else 0.
+    pub tcp_hlen: usize,
+}
+
+impl IpMeta {
+    /// Length of the transport segment (header + payload).
+    pub fn l4_len(&self) -> usize {
+        self.end - self.l4
+    }
+}
+
+/// What kind of frame this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// ARP.
+    Arp,
+    /// IPv4 or IPv6 with valid headers.
+    Ip(IpMeta),
+    /// Another ethertype (including VLAN-tagged frames).
+    Other,
+}
+
+/// The frame was too short or its headers inconsistent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Malformed;
+
+/// The destination MAC and kind of `frame`.
+pub fn parse(frame: &[u8]) -> Result<Kind, Malformed> {
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| Malformed)?;
+    match eth.ethertype() {
+        EthernetProtocol::Arp => Ok(Kind::Arp),
+        EthernetProtocol::Ipv4 => parse_v4(frame).map(Kind::Ip),
+        EthernetProtocol::Ipv6 => parse_v6(frame).map(Kind::Ip),
+        _ => Ok(Kind::Other),
+    }
+}
+
+fn parse_v4(frame: &[u8]) -> Result<IpMeta, Malformed> {
+    let ip = Ipv4Packet::new_checked(&frame[L3..]).map_err(|_| Malformed)?;
+    if ip.version() != 4 {
+        return Err(Malformed);
+    }
+    let l4 = L3 + usize::from(ip.header_len());
+    let end = L3 + usize::from(ip.total_len());
+    let frag = if ip.more_frags() || ip.frag_offset() != 0 { Frag::Yes } else { Frag::No };
+    let mut m = IpMeta {
+        v6: false,
+        l4,
+        end,
+        proto: u8::from(ip.next_header()),
+        src: IpAddr::V4(ip.src_addr()),
+        dst: IpAddr::V4(ip.dst_addr()),
+        ttl: ip.hop_limit(),
+        frag,
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        tcp_hlen: 0,
+    };
+    if frag == Frag::No {
+        transport(frame, &mut m)?;
+    }
+    Ok(m)
+}
+
+fn parse_v6(frame: &[u8]) -> Result<IpMeta, Malformed> {
+    let ip = Ipv6Packet::new_checked(&frame[L3..]).map_err(|_| Malformed)?;
+    if ip.version() != 6 {
+        return Err(Malformed);
+    }
+    let l4 = L3 + ip.header_len();
+    let end = L3 + ip.total_len();
+    let proto = u8::from(ip.next_header());
+    let mut m = IpMeta {
+        v6: true,
+        l4,
+        end,
+        proto,
+        src: IpAddr::V6(ip.src_addr()),
+        dst: IpAddr::V6(ip.dst_addr()),
+        ttl: ip.hop_limit(),
+        frag: if proto == proto::FRAGMENT { Frag::Yes } else { Frag::No },
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        tcp_hlen: 0,
+    };
+    transport(frame, &mut m)?;
+    Ok(m)
+}
+
+/// Fills ports and flags for TCP and UDP; checks that ICMP headers are present.
+fn transport(frame: &[u8], m: &mut IpMeta) -> Result<(), Malformed> {
+    let seg = &frame[m.l4..m.end];
+    match m.proto {
+        proto::TCP => {
+            let t = TcpPacket::new_checked(seg).map_err(|_| Malformed)?;
+            m.sport = t.src_port();
+            m.dport = t.dst_port();
+            m.tcp_flags = seg[13];
+            m.tcp_hlen = usize::from(t.header_len());
+        }
+        proto::UDP => {
+            let u = UdpPacket::new_checked(seg).map_err(|_| Malformed)?;
+            m.sport = u.src_port();
+            m.dport = u.dst_port();
+        }
+        proto::ICMP | proto::ICMPV6 if seg.len() < 8 => return Err(Malformed),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Reads a big-endian u16 at `at` (callers index only inside parsed headers).
+#[inline(always)]
+pub fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// Writes a big-endian u16 at `at`.
+#[inline(always)]
+pub fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// The protocol number as smoltcp's type.
+pub fn ip_protocol(p: u8) -> IpProtocol {
+    IpProtocol::from(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_and_inconsistent_frames_are_malformed() {
+        assert_eq!(parse(&[0u8; 10]), Err(Malformed));
+        let mut f = vec![0u8; 14 + 20];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&100u16.to_be_bytes()); // total length beyond the frame
+        assert_eq!(parse(&f), Err(Malformed));
+        f[16..18].copy_from_slice(&20u16.to_be_bytes());
+        f[23] = 6; // TCP, but no TCP header
+        assert_eq!(parse(&f), Err(Malformed));
+        f[23] = 99;
+        assert!(matches!(parse(&f), Ok(Kind::Ip(m)) if m.proto == 99 && m.l4 == 34));
+    }
+}
