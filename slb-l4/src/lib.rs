@@ -42,6 +42,8 @@
 //! ```
 #![deny(unsafe_code)]
 
+#[cfg(feature = "sim")]
+pub mod craft;
 pub mod frame;
 pub mod fwd;
 pub mod link;

@@ -266,19 +266,24 @@ impl SimNet {
         self.to_fwd += 1;
         let mut buf = FrameBuf::from_slice(&frame);
         let v = self.fwd.process(self.now, &mut buf, port);
-        let out = match v {
-            Verdict::Forward(p) | Verdict::Reply(p) | Verdict::Solicit(p) => p,
-            Verdict::Host | Verdict::Drop(_) => return,
-        };
+        if let Verdict::Forward(p) | Verdict::Reply(p) | Verdict::Solicit(p) = v {
+            self.emit(v, p, buf.as_slice().to_vec());
+        }
+        while let Some(p) = self.fwd.poll_transmit(&mut buf) {
+            self.emit(Verdict::Forward(p), p, buf.as_slice().to_vec());
+        }
+    }
+
+    fn emit(&mut self, verdict: Verdict, out: PortId, frame: Vec<u8>) {
         self.emitted_count += 1;
         if self.record {
-            self.emitted.push(Emitted { at: self.now, verdict: v, frame: buf.as_slice().to_vec() });
+            self.emitted.push(Emitted { at: self.now, verdict, frame: frame.clone() });
         }
         if self.drop_every > 0 && self.emitted_count % self.drop_every == 0 {
             return;
         }
         if let Some(seg) = self.ports.iter().position(|&p| p == out) {
-            self.deliver(seg, buf.as_slice().to_vec(), true);
+            self.deliver(seg, frame, true);
         }
     }
 

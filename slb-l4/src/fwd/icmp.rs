@@ -11,7 +11,7 @@ use slb_core::time::Instant;
 use super::config::{Mode, PortId};
 use super::neigh::{self, Nd};
 use super::process::src_mac;
-use super::rewrite::{ip_bytes, set_macs};
+use super::rewrite::{Hop, ip_bytes, set_macs};
 use super::stats::DropReason;
 use super::{Forwarder, Owned, Verdict};
 use crate::frame::FrameBuf;
@@ -199,30 +199,18 @@ impl Forwarder {
                 ),
                 _ => (None, None, None, None),
             };
-        let (out, mac) = match dir {
+        let (out, hop) = match dir {
             Direction::Inbound => {
                 let Some((p, hop)) = self.reals.get(backend.0 as usize).and_then(|r| r.route)
                 else {
                     return self.count_drop(DropReason::NoRoute, Some(ext.svc));
                 };
-                match self.neigh.get(&hop) {
-                    Some(mac) => (p, mac),
-                    None => return self.solicit(now, frame, p, hop, Some(ext.svc)),
-                }
+                (p, Hop::Ip(hop))
             }
-            Direction::Outbound => {
-                if ext.client_mac == [0; 6] || usize::from(ext.client_port) >= self.ports.len() {
-                    match self.route(fwd.src) {
-                        Some((p, hop)) => match self.neigh.get(&hop) {
-                            Some(mac) => (p, mac),
-                            None => return self.solicit(now, frame, p, hop, Some(ext.svc)),
-                        },
-                        None => return self.count_drop(DropReason::NoRoute, Some(ext.svc)),
-                    }
-                } else {
-                    (PortId(ext.client_port), ext.client_mac)
-                }
-            }
+            Direction::Outbound => match self.client_hop(&ext, fwd.src) {
+                Some(x) => x,
+                None => return self.count_drop(DropReason::NoRoute, Some(ext.svc)),
+            },
         };
         let f = frame.as_mut_slice();
         rewrite_embedded(f, m, &emb, esrc, edst);
@@ -242,11 +230,8 @@ impl Forwarder {
             fill_ipv4_checksum(f, L3);
         }
         fill_l4_checksum(f, &outer);
-        let our = self.ports[usize::from(out.0)].cfg.mac;
-        set_macs(f, mac, our);
         self.stats.icmp_relayed += 1;
-        self.stats.forwarded += 1;
-        Verdict::Forward(out)
+        self.send_to(now, frame, out, hop, Some(ext.svc))
     }
 }
 

@@ -65,6 +65,17 @@ pub use stats::{Counters, DropReason, GlobalStats, StatsReport};
 use crate::frame::FrameBuf;
 use service::{LocalPool, Real, Service, Services};
 
+/// Writes a broadcast ARP request for `target` from `(mac, ip)` into `buf` (what the forwarder
+/// sends to resolve a next hop; also handy for tests).
+pub fn write_arp_request(
+    buf: &mut FrameBuf,
+    mac: Mac,
+    ip: std::net::Ipv4Addr,
+    target: std::net::Ipv4Addr,
+) {
+    neigh::arp_request(buf, mac, ip, target);
+}
+
 /// What to do with a frame after [`Forwarder::process`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -73,10 +84,14 @@ pub enum Verdict {
     /// The frame now holds a reply (ARP reply, neighbour advertisement, echo reply): send it on
     /// this port, the one it came from.
     Reply(PortId),
-    /// The original frame was dropped (counted as [`DropReason::NoNeighbour`]) because its next
-    /// hop's MAC is unknown; the buffer now holds an ARP request or neighbour solicitation for
-    /// it: send that on this port.
+    /// The next hop's MAC is unknown: the buffer now holds an ARP request or neighbour
+    /// solicitation for it, to send on this port. The original frame is held until the
+    /// neighbour answers ([`Forwarder::poll_transmit`] releases it), or was dropped and counted
+    /// as [`DropReason::NoNeighbour`] when the hold queues were full.
     Solicit(PortId),
+    /// The frame is held until its next hop resolves (a solicitation is already out);
+    /// [`Forwarder::poll_transmit`] releases it.
+    Held,
     /// Not the director's business: the host stack may have it (AF_PACKET links: the kernel
     /// already got its own copy, so do nothing).
     Host,
@@ -332,7 +347,19 @@ impl Forwarder {
     /// removed.
     pub fn expire(&mut self, now: Instant, budget: usize) -> usize {
         self.persist.expire(now);
+        let lost = self.neigh.expire_held(now);
+        self.stats.drops[DropReason::NoNeighbour.index()] += lost as u64;
         self.table.expire(now, budget)
+    }
+
+    /// A frame ready to send that [`Forwarder::process`] did not return: held frames whose next
+    /// hop has resolved. Drivers call this after processing (it is cheap when there is none)
+    /// and send the frame on the returned port.
+    pub fn poll_transmit(&mut self, buf: &mut FrameBuf) -> Option<PortId> {
+        let (port, frame) = self.neigh.pop_released()?;
+        buf.fill(&frame);
+        self.stats.forwarded += 1;
+        Some(PortId(port))
     }
 
     /// Forwarder-wide counters.

@@ -28,12 +28,36 @@ struct Entry {
     is_static: bool,
 }
 
+/// Frames held per unresolved neighbour while it is being resolved (Linux holds up to
+/// `unres_qlen_bytes`, about 200 KB, per neighbour; a bounded frame count is enough here: the
+/// first packets of new flows).
+pub(crate) const HOLD_PER_NEIGHBOUR: usize = 16;
+/// Frames held for all unresolved neighbours together.
+pub(crate) const HOLD_TOTAL: usize = 256;
+/// How long a held frame waits for its neighbour.
+pub(crate) const HOLD_TIME: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A frame waiting for its next hop's MAC.
+#[derive(Debug)]
+struct Held {
+    since: Instant,
+    port: u8,
+    frame: Vec<u8>,
+}
+
 /// The neighbour table.
 #[derive(Debug, Default)]
 pub(crate) struct Neighbours {
     map: HashMap<IpAddr, Entry>,
     /// Last solicitation per unresolved address.
     pending: HashMap<IpAddr, Instant>,
+    /// Frames waiting for a neighbour, and how many in all.
+    held: HashMap<IpAddr, Vec<Held>>,
+    n_held: usize,
+    /// Frames whose neighbour resolved, ready to send (port, frame).
+    released: std::collections::VecDeque<(u8, Vec<u8>)>,
+    /// Held frames dropped because they waited too long.
+    pub(crate) expired: u64,
 }
 
 impl Neighbours {
@@ -45,6 +69,48 @@ impl Neighbours {
     pub(crate) fn set_static(&mut self, ip: IpAddr, mac: Mac) {
         self.map.insert(ip, Entry { mac, is_static: true });
         self.pending.remove(&ip);
+        self.release(ip, mac);
+    }
+
+    /// Holds `frame` (fully rewritten but for its destination MAC) until `ip` resolves; false
+    /// when the queues are full.
+    pub(crate) fn hold(&mut self, ip: IpAddr, now: Instant, port: u8, frame: &[u8]) -> bool {
+        let q = self.held.entry(ip).or_default();
+        if q.len() >= HOLD_PER_NEIGHBOUR || self.n_held >= HOLD_TOTAL {
+            return false;
+        }
+        q.push(Held { since: now, port, frame: frame.to_vec() });
+        self.n_held += 1;
+        true
+    }
+
+    /// Moves the frames held for `ip` to the release queue with their destination MAC set.
+    fn release(&mut self, ip: IpAddr, mac: Mac) {
+        if let Some(q) = self.held.remove(&ip) {
+            self.n_held -= q.len();
+            for mut h in q {
+                h.frame[0..6].copy_from_slice(&mac);
+                self.released.push_back((h.port, h.frame));
+            }
+        }
+    }
+
+    /// The next released frame.
+    pub(crate) fn pop_released(&mut self) -> Option<(u8, Vec<u8>)> {
+        self.released.pop_front()
+    }
+
+    /// Drops held frames older than [`HOLD_TIME`]; returns how many.
+    pub(crate) fn expire_held(&mut self, now: Instant) -> usize {
+        let before = self.n_held;
+        self.held.retain(|_, q| {
+            q.retain(|h| now < h.since + HOLD_TIME);
+            !q.is_empty()
+        });
+        self.n_held = self.held.values().map(Vec::len).sum();
+        let n = before - self.n_held;
+        self.expired += n as u64;
+        n
     }
 
     /// Learns `ip` at `mac` if `force` (the packet was for us) or the entry exists already.
@@ -58,6 +124,7 @@ impl Neighbours {
             None if force || self.pending.contains_key(&ip) => {
                 self.map.insert(ip, Entry { mac, is_static: false });
                 self.pending.remove(&ip);
+                self.release(ip, mac);
             }
             None => {}
         }

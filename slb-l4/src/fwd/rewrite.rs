@@ -45,6 +45,13 @@ pub(super) struct Plan {
 
 type Endpoint = (IpAddr, u16);
 
+/// The next hop of a frame: a known MAC, or an address to resolve.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Hop {
+    Mac(Mac),
+    Ip(IpAddr),
+}
+
 impl Forwarder {
     /// Rewrites a packet of a known session and picks its port and next-hop MAC.
     pub(super) fn forward(
@@ -67,22 +74,18 @@ impl Forwarder {
             }
             _ => (None, None),
         };
-        // Egress port and next-hop MAC, before touching the frame (a solicitation replaces it).
-        let (out, mac) = match dir {
+        // Egress port and next hop.
+        let (out, hop) = match dir {
             Direction::Inbound => {
                 let Some((p, hop)) = self.reals.get(backend.0 as usize).and_then(|r| r.route)
                 else {
                     return self.count_drop(DropReason::NoRoute, Some(svc));
                 };
-                match self.neigh.get(&hop) {
-                    Some(mac) => (p, mac),
-                    None => return self.solicit(now, frame, p, hop, Some(svc)),
-                }
+                (p, Hop::Ip(hop))
             }
             Direction::Outbound => match self.client_hop(&ext, fwd.src) {
-                Ok(x) => x,
-                Err(Some((p, hop))) => return self.solicit(now, frame, p, hop, Some(svc)),
-                Err(None) => return self.count_drop(DropReason::NoRoute, Some(svc)),
+                Some(x) => x,
+                None => return self.count_drop(DropReason::NoRoute, Some(svc)),
             },
         };
         let full = self.needs_full_csum(frame, m);
@@ -94,8 +97,6 @@ impl Forwarder {
         } else if full {
             self.stats.csum_full += 1;
         }
-        let our = self.ports[usize::from(out.0)].cfg.mac;
-        set_macs(frame.as_mut_slice(), mac, our);
         let inbound = dir == Direction::Inbound;
         if let Some(s) = self.services.list.get_mut(usize::from(svc)) {
             s.stats.packet(inbound, bytes);
@@ -103,22 +104,41 @@ impl Forwarder {
         if let Some(r) = self.reals.get_mut(backend.0 as usize) {
             r.stats.packet(inbound, bytes);
         }
+        self.send_to(now, frame, out, hop, Some(svc))
+    }
+
+    /// Sets the MACs of a rewritten frame for `hop` on `out` and forwards it, or holds it and
+    /// solicits the hop when its MAC is unknown.
+    pub(super) fn send_to(
+        &mut self,
+        now: Instant,
+        frame: &mut FrameBuf,
+        out: PortId,
+        hop: Hop,
+        svc: Option<u16>,
+    ) -> Verdict {
+        let our = self.ports[usize::from(out.0)].cfg.mac;
+        let mac = match hop {
+            Hop::Mac(mac) => mac,
+            Hop::Ip(ip) => match self.neigh.get(&ip) {
+                Some(mac) => mac,
+                None => {
+                    set_macs(frame.as_mut_slice(), [0; 6], our);
+                    return self.hold_and_solicit(now, frame, out, ip, svc);
+                }
+            },
+        };
+        set_macs(frame.as_mut_slice(), mac, our);
         self.stats.forwarded += 1;
         Verdict::Forward(out)
     }
 
     /// Where frames to the client of a session go: the learned next hop, else the routes.
-    /// `Err(Some(..))`: routed but unresolved; `Err(None)`: no route.
-    fn client_hop(
-        &self,
-        ext: &SessionData,
-        client: IpAddr,
-    ) -> Result<(PortId, Mac), Option<(PortId, IpAddr)>> {
+    pub(super) fn client_hop(&self, ext: &SessionData, client: IpAddr) -> Option<(PortId, Hop)> {
         if ext.client_mac != [0; 6] && usize::from(ext.client_port) < self.ports.len() {
-            return Ok((PortId(ext.client_port), ext.client_mac));
+            return Some((PortId(ext.client_port), Hop::Mac(ext.client_mac)));
         }
-        let (p, hop) = self.route(client).ok_or(None)?;
-        self.neigh.get(&hop).map(|mac| (p, mac)).ok_or(Some((p, hop)))
+        self.route(client).map(|(p, hop)| (p, Hop::Ip(hop)))
     }
 
     /// Whether the transport checksum must be recomputed rather than updated.
@@ -134,9 +154,9 @@ impl Forwarder {
         }
     }
 
-    /// Counts a drop for want of a neighbour and, unless rate limited, turns the frame into a
-    /// solicitation for `hop` on `port`.
-    pub(super) fn solicit(
+    /// Holds the frame until `hop` resolves (or drops it, counted, when the hold queues are
+    /// full) and, unless rate limited, turns the buffer into a solicitation for `hop`.
+    fn hold_and_solicit(
         &mut self,
         now: Instant,
         frame: &mut FrameBuf,
@@ -144,7 +164,13 @@ impl Forwarder {
         hop: IpAddr,
         svc: Option<u16>,
     ) -> Verdict {
-        let v = self.count_drop(DropReason::NoNeighbour, svc);
+        let held = self.neigh.hold(hop, now, port.0, frame.as_slice());
+        let v = if held {
+            self.stats.held += 1;
+            Verdict::Held
+        } else {
+            self.count_drop(DropReason::NoNeighbour, svc)
+        };
         if !self.neigh.may_solicit(hop, now, self.cfg.resolve_interval) {
             return v;
         }

@@ -135,6 +135,8 @@ pub struct GlobalStats {
     pub other_mac: u64,
     /// ARP / NS requests sent to resolve next hops.
     pub solicits: u64,
+    /// Frames held while their next hop was resolved.
+    pub held: u64,
     /// Drops by reason ([`DropReason::index`]).
     pub drops: [u64; DropReason::COUNT],
     /// TOA options inserted.
@@ -281,6 +283,7 @@ impl StatsReport {
             ("host", g.host),
             ("drop", g.total_drops()),
             ("solicit", g.solicits),
+            ("held", g.held),
         ] {
             let _ = writeln!(s, "slb_l4_frames_total{{verdict=\"{v}\"}} {n}");
         }
