@@ -1,0 +1,75 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use slb_core::flow::Protocol;
+use slb_core::session::ConnState;
+use slb_core::time::Instant;
+use slb_sync::{
+    ClusterKey, Config, Engine, ForwardMode, NodeId, SessionEvent, SessionKey, SessionRecord,
+};
+
+pub(crate) const CLUSTER: u32 = 7;
+
+pub(crate) fn key() -> ClusterKey {
+    ClusterKey::derive(b"slb-sync test cluster")
+}
+
+pub(crate) fn config(node: u32, epoch: u32) -> Config {
+    Config::new(CLUSTER, NodeId(node), epoch, key())
+}
+
+pub(crate) fn engine(node: u32, epoch: u32, resync_on_start: bool, now: Instant) -> Engine {
+    let mut c = config(node, epoch);
+    c.resync_on_start = resync_on_start;
+    Engine::new(c, now).unwrap()
+}
+
+/// A distinct session for (origin node, index): IPv4 NAT, FULLNAT with next hops, some IPv6.
+pub(crate) fn record(node: u32, i: u32) -> SessionRecord {
+    let client = if i % 7 == 3 {
+        SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, node as u16, i as u16)),
+            10_000 + (i % 50_000) as u16,
+        )
+    } else {
+        SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(192, (node % 250) as u8, (i >> 8) as u8, i as u8)),
+            10_000 + (i % 50_000) as u16,
+        )
+    };
+    let virt = if client.is_ipv6() {
+        "[2001:db8:ffff::1]:443".parse().unwrap()
+    } else {
+        "198.51.100.1:443".parse().unwrap()
+    };
+    let real: SocketAddr = format!("10.0.2.{}:8080", 11 + i % 4).parse().unwrap();
+    let mode = if i % 2 == 0 { ForwardMode::FullNat } else { ForwardMode::Nat };
+    let mut r = SessionRecord::new(
+        SessionKey { proto: Protocol::Tcp, client, virt },
+        real,
+        mode,
+        ConnState::Established,
+        Duration::from_secs(900),
+    );
+    if mode == ForwardMode::FullNat {
+        r.local = Some(format!("10.0.2.{}:{}", node, 5000 + i % 60_000).parse().unwrap());
+        r.client_next_hop = Some([2, 0, 0, 0, node as u8, 1]);
+    }
+    r
+}
+
+/// The third client packet of a connection: passes the default trigger.
+pub(crate) fn third_packet(r: SessionRecord) -> SessionEvent {
+    SessionEvent::new(r, 3, Some(ConnState::SynRecv))
+}
+
+pub(crate) fn secs(s: u64) -> Instant {
+    Instant::from_secs(s)
+}
+
+pub(crate) fn ms(m: u64) -> Duration {
+    Duration::from_millis(m)
+}
