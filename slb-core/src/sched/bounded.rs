@@ -18,7 +18,8 @@ use crate::flow::HashKey;
 /// stays on its ketama backend. `f` is a percentage of at least 100 (smaller values are raised
 /// to 100); 125 (the default for the name `bounded`) allows 25% above average.
 ///
-/// A pick is O(n) (the load total) plus the walk. Cumulative weights follow configuration order.
+/// A pick is O(n) (the load total) plus the walk. Cumulative weights follow address order (not
+/// configuration order), so nodes configured in different orders agree.
 #[derive(Debug)]
 pub struct BoundedLoad {
     set: BackendSet,
@@ -38,7 +39,10 @@ impl BoundedLoad {
     pub fn new(set: BackendSet, factor: u32, key: HashKey) -> Self {
         let mut weights = vec![(0, 0); set.len()];
         let mut total_weight = 0u64;
-        for &i in set.usable() {
+        // Cumulative weights in address order, so that every node computes the same slots.
+        let mut order: Vec<u32> = set.usable().to_vec();
+        order.sort_by_key(|&i| (set.backends()[i as usize].addr, i));
+        for &i in &order {
             let w = u64::from(set.backends()[i as usize].weight);
             weights[i as usize] = (total_weight, w);
             total_weight += w;

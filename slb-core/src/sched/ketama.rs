@@ -22,7 +22,7 @@ pub(crate) struct Ring {
 
 impl Ring {
     /// Most points on a ring; larger configurations have their weights scaled down.
-    pub(crate) const MAX_POINTS: u64 = 1 << 22;
+    pub(crate) const MAX_POINTS: u64 = 1 << 20;
 
     /// The ring of `set`'s usable backends, `160 * weight` points each (see [`Ketama`]).
     pub(crate) fn new(set: &BackendSet) -> Self {
@@ -36,28 +36,66 @@ impl Ring {
                 *w = ((u128::from(*w) * budget / u128::from(total)) as u64).max(1);
             }
         }
+        // Rank backends by address: points sort as `hash << 32 | rank`, so that of equal hashes
+        // the lowest address comes first. nginx sorts by hash only and keeps the first of equal
+        // hashes in an order qsort leaves unspecified; this makes every node keep the same one.
+        let mut by_addr: Vec<(SocketAddr, u32, u64)> = usable
+            .iter()
+            .zip(&weights)
+            .map(|(&i, &w)| (set.backends()[i as usize].addr, i, w))
+            .collect();
+        by_addr.sort_unstable();
         let n_points: u64 = weights.iter().sum::<u64>() * POINTS_PER_WEIGHT;
-        let mut points: Vec<(u32, SocketAddr, u32)> = Vec::with_capacity(n_points as usize);
-        for (&i, &w) in usable.iter().zip(&weights) {
-            let addr = set.backends()[i as usize].addr;
-            nginx_points(&addr, w * POINTS_PER_WEIGHT, |h| points.push((h, addr, i)));
+        let mut points: Vec<u64> = Vec::with_capacity(n_points as usize);
+        for (rank, &(addr, _, w)) in by_addr.iter().enumerate() {
+            nginx_points(&addr, w * POINTS_PER_WEIGHT, |h| {
+                points.push(u64::from(h) << 32 | rank as u64)
+            });
         }
-        // nginx sorts by hash only and keeps the first of equal hashes, in an order qsort leaves
-        // unspecified; ordering ties by address makes every node keep the same one.
-        points.sort_unstable();
-        points.dedup_by_key(|p| p.0);
-        let hashes: Vec<u32> = points.iter().map(|p| p.0).collect();
-        let owners: Vec<u32> = points.iter().map(|p| p.2).collect();
+        // Sort: one counting pass on the top bits of the hash (which also yields the prefix
+        // index), then a small sort per bucket.
+        let n_est = points.len();
         // About 8 points per index bucket, at most 2^16 buckets.
-        let bits = (usize::BITS - (hashes.len() / 8).leading_zeros()).min(16);
+        let bits = (usize::BITS - (n_est / 8).leading_zeros()).min(16);
         let shift = 32 - bits;
-        let mut index = vec![0u32; (1usize << bits) + 1];
-        for &h in &hashes {
-            index[((h as u64) >> shift) as usize + 1] += 1;
+        let bucket = |p: u64| ((p >> 32) >> shift) as usize;
+        let mut start = vec![0u32; (1usize << bits) + 1];
+        for &p in &points {
+            start[bucket(p) + 1] += 1;
         }
-        for p in 1..index.len() {
-            index[p] += index[p - 1];
+        for b in 1..start.len() {
+            start[b] += start[b - 1];
         }
+        let mut sorted = vec![0u64; points.len()];
+        let mut fill = start.clone();
+        for &p in &points {
+            let b = bucket(p);
+            sorted[fill[b] as usize] = p;
+            fill[b] += 1;
+        }
+        drop(points);
+        for b in 0..start.len() - 1 {
+            sorted[start[b] as usize..start[b + 1] as usize].sort_unstable();
+        }
+        // Drop points whose hash repeats (keeping the lowest address), fixing the index up.
+        let mut index = vec![0u32; start.len()];
+        let mut kept = 0usize;
+        for b in 0..start.len() - 1 {
+            index[b] = kept as u32;
+            let mut last: Option<u64> = None;
+            for k in start[b] as usize..start[b + 1] as usize {
+                let p = sorted[k];
+                if last != Some(p >> 32) {
+                    sorted[kept] = p;
+                    kept += 1;
+                    last = Some(p >> 32);
+                }
+            }
+        }
+        *index.last_mut().unwrap_or(&mut 0) = kept as u32;
+        sorted.truncate(kept);
+        let hashes: Vec<u32> = sorted.iter().map(|&p| (p >> 32) as u32).collect();
+        let owners: Vec<u32> = sorted.iter().map(|&p| by_addr[p as u32 as usize].1).collect();
         Ring { hashes, owners, index, shift }
     }
 
@@ -99,13 +137,41 @@ fn nginx_points(addr: &SocketAddr, n: u64, mut emit: impl FnMut(u32)) {
     base.update(host.as_bytes());
     base.update(&[0]);
     base.update(port.as_bytes());
+    // The CRC register after `base` (CRC-32 inverts on the way in and out).
+    let base = !base.finalize();
     let mut prev = 0u32;
     for _ in 0..n {
-        let mut h = base.clone();
-        h.update(&prev.to_le_bytes());
-        prev = h.finalize();
+        prev = !crc32_continue4(base, prev.to_le_bytes());
         emit(prev);
     }
+}
+
+/// Reflected CRC-32 (IEEE 802.3) byte table.
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 == 1 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+/// Feeds four bytes to a CRC-32 register. The ring's hot loop (160 points per weight unit) is
+/// only ever four bytes long, where a table step beats a general-purpose CRC call; the base of
+/// each server and key hashes go through `crc32fast`, which the tests check this against.
+#[inline(always)]
+fn crc32_continue4(mut reg: u32, bytes: [u8; 4]) -> u32 {
+    for b in bytes {
+        reg = CRC_TABLE[((reg ^ u32::from(b)) & 0xff) as usize] ^ (reg >> 8);
+    }
+    reg
 }
 
 /// The 32-bit hash of a request for a ring, from [`PickContext::hash`] or the flow.
@@ -136,8 +202,10 @@ pub(crate) fn ring_hash(ctx: &PickContext<'_>, key: &HashKey) -> Result<u32, Pic
 ///
 /// Backends are named by `addr`'s `host:port` text, so this matches nginx configured with
 /// `server <ip>:<port>` lines. A pick is a bucket read plus a binary search over about 8 points.
-/// Rings larger than 2^22 points (26 214 weight units) have their weights scaled down first,
-/// keeping proportions but no longer nginx's exact points.
+/// Memory is bounded: when the weights add up to more than 2^20 points (6 553 weight units, 8 MiB
+/// of ring), they are scaled down proportionally first (each backend keeping at least one unit),
+/// which keeps the shares but no longer nginx's exact points. Pools of plain weight-1 backends
+/// are never scaled.
 #[derive(Debug)]
 pub struct Ketama {
     set: BackendSet,

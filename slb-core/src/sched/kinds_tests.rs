@@ -267,3 +267,24 @@ fn bounded_load_walks_past_full_backends() {
     assert_ne!(p, home, "home is at its bound");
     assert!(bounded.slots(p, 10) > 2);
 }
+
+#[test]
+fn extreme_weights_neither_panic_nor_overflow() {
+    let s = set(&[u32::MAX, 1, u32::MAX / 2, 0]);
+    let f = flow(3);
+    let mut loads = Loads(vec![(u64::MAX / 4, u64::MAX / 4), (0, 0), (7, 1), (0, 0)]);
+    for kind in SchedulerKind::ALL {
+        let sched = SchedulerConfig::new(kind).build(s.clone());
+        for k in 0..50u64 {
+            loads.0[1].0 = k;
+            let ctx = PickContext {
+                flow: Some(&f),
+                hash: Some(k.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                load: Some(&loads),
+                ..PickContext::default()
+            };
+            let p = sched.pick(&ctx).unwrap();
+            assert!(p.index < 3, "{} picked {}", kind.name(), p.index);
+        }
+    }
+}
