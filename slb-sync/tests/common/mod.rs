@@ -1,5 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test binary uses a different subset
+#![allow(
+    clippy::disallowed_methods,
+    reason = "real-socket tests drive the engine with the wall clock, like a driver"
+)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -72,4 +76,72 @@ pub(crate) fn secs(s: u64) -> Instant {
 
 pub(crate) fn ms(m: u64) -> Duration {
     Duration::from_millis(m)
+}
+
+/// A node running on real sockets: the threaded driver plus a session map as its owner.
+pub(crate) struct NetNode {
+    pub(crate) handle: slb_sync::transport::SyncHandle,
+    pub(crate) table: std::sync::Arc<std::sync::Mutex<slb_sync::sim::SimTable>>,
+}
+
+impl NetNode {
+    pub(crate) fn start<T: slb_sync::transport::Transport>(
+        node: u32,
+        resync: bool,
+        transport: T,
+    ) -> Self {
+        use slb_sync::sim::Owner;
+        let clock = slb_core::time::Clock::with_origin(test_origin());
+        let handle_now = clock.at(std::time::Instant::now());
+        let mut c = config(node, 1);
+        c.resync_on_start = resync;
+        let engine = Engine::new(c, handle_now).unwrap();
+        let table = std::sync::Arc::new(std::sync::Mutex::new(slb_sync::sim::SimTable::default()));
+        let t = table.clone();
+        let handle = slb_sync::transport::spawn(engine, transport, clock, move |e, now, ev| {
+            t.lock().unwrap().on_event(now, e, ev)
+        })
+        .unwrap();
+        NetNode { handle, table }
+    }
+
+    /// Records and submits sessions `range` of this node (origin `node`).
+    pub(crate) fn originate(&self, node: u32, range: std::ops::Range<u32>) {
+        let mut evs = Vec::new();
+        for i in range {
+            let r = record(node, i);
+            self.table.lock().unwrap().local.insert(r.key, r.clone());
+            evs.push(third_packet(r));
+        }
+        for chunk in evs.chunks(64) {
+            assert!(self.handle.submit_batch(chunk.to_vec()));
+        }
+    }
+
+    pub(crate) fn learned(&self) -> usize {
+        self.table.lock().unwrap().learned.len()
+    }
+
+    pub(crate) fn ready(&self) -> bool {
+        self.table.lock().unwrap().ready
+    }
+}
+
+fn test_origin() -> std::time::Instant {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(std::time::Instant::now)
+}
+
+/// Polls `cond` every 5 ms until it holds or `limit` passes.
+pub(crate) fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return cond();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
