@@ -1,1 +1,60 @@
-//! slb-l7 (under construction).
+//! # slb-l7: an HTTP/HTTPS load balancer, embeddable
+//!
+//! ```text
+//!   listener ── TLS (rustls, SNI, ALPN) ──┬── HTTP/1.1 (own parser: http::request, proxy::h1)
+//!                                         └── HTTP/2 (hyper, h2 by ALPN or h2c prior knowledge)
+//!        │
+//!        ▼  route::Router: virtual host (Host/SNI) → location (exact, regex, longest prefix)
+//!   pool::Pool: slb-core scheduler (rr, swrr, mh, ... or your own), health (active probes,
+//!        │      passive ejection), retry policy + budget, idle keep-alive connections
+//!        ▼
+//!   upstream HTTP/1.1 (TCP or TLS), response relayed back as it arrives
+//! ```
+//!
+//! What does I/O: `listener`, `proxy`, `upstream`, `health` (probes and the tasks driving the
+//! trackers), `status`. What does not: `http` (heads, chunked coding, header rewriting: pure
+//! functions over byte slices, fuzzed), `config`, `route`; health decisions (rise/fall, ejection)
+//! are slb-core's sans-IO trackers, fed with results here.
+//!
+//! Build a proxy from a [`config::Config`] (TOML or code), optionally through
+//! [`ProxyBuilder`] to plug in your own [`HealthProbe`](slb_core::health::HealthProbe),
+//! [`SchedulerFactory`](pool::SchedulerFactory), [`Discovery`](health::Discovery) or
+//! certificates, then [`Proxy::start`] it on your tokio runtime. [`ProxyHandle`] changes backends
+//! at runtime.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use slb_l7::config::Config;
+//! use slb_l7::pool::BackendSpec;
+//! use slb_l7::Proxy;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let cfg = Config::simple("127.0.0.1:0", "app", &["127.0.0.1:9"]);
+//! let running = Proxy::from_config(cfg).unwrap().start().await.unwrap();
+//! let pool = running.handle().pool("app").unwrap();
+//! // Runtime change: replace the backends; the ones that stay keep their state.
+//! pool.set_backends(vec![
+//!     BackendSpec::new("127.0.0.1:9".parse().unwrap()),
+//!     BackendSpec::new("127.0.0.1:10".parse().unwrap()).with_weight(3),
+//! ]);
+//! assert_eq!(pool.backends().len(), 2);
+//! running.shutdown().await;
+//! # });
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod health;
+pub mod http;
+mod listener;
+mod metrics;
+pub mod pool;
+mod proxy;
+pub mod route;
+mod server;
+mod status;
+pub mod tls;
+mod upstream;
+
+pub use metrics::BackendStats;
+pub use server::{Proxy, ProxyBuilder, ProxyHandle, RunningProxy};
