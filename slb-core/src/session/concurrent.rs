@@ -68,6 +68,14 @@ impl<X> ConcurrentSessionTable<X> {
         session: Session<X>,
     ) -> Result<(), InsertError> {
         let mut shard = self.shards[self.shard_of(&forward)].lock();
+        // Same precedence of errors as the plain table: family, forward key, reverse key.
+        let family = |k: &FlowKey| (k.src.is_ipv4() == k.dst.is_ipv4()).then_some(k.is_ipv4());
+        if family(&forward).is_none() || reverse.is_some_and(|r| family(&r) != family(&forward)) {
+            return Err(InsertError::FamilyMismatch);
+        }
+        if shard.get(&forward).is_some_and(|(_, d)| d == Direction::Inbound) {
+            return Err(InsertError::Exists);
+        }
         if let Some(r) = reverse
             && self.reverse[self.shard_of(&r)].lock().contains_key(&r)
         {
@@ -84,15 +92,15 @@ impl<X> ConcurrentSessionTable<X> {
     }
 
     /// Runs `f` on the session `key` belongs to, in either direction (see
-    /// [`SessionTable::lookup`]); `None` if there is none.
+    /// [`SessionTable::lookup`]); `None` if there is none. As in the plain table, a session whose
+    /// forward key is `key` wins over one whose reverse key is `key`.
     pub fn with_session<R>(
         &self,
         key: &FlowKey,
         now: Instant,
         f: impl FnOnce(&mut EntryMut<'_, X>) -> R,
     ) -> Option<R> {
-        let (forward, dir) = self.forward_key(key);
-        let mut shard = self.shards[self.shard_of(&forward)].lock();
+        let (mut shard, forward, dir) = self.locate(key)?;
         let out = shard.lookup(&forward, now).map(|mut entry| {
             entry.set_direction(dir);
             f(&mut entry)
@@ -101,17 +109,25 @@ impl<X> ConcurrentSessionTable<X> {
         out
     }
 
-    fn forward_key(&self, key: &FlowKey) -> (FlowKey, Direction) {
-        match self.reverse[self.shard_of(key)].lock().get(key) {
-            Some(f) => (*f, Direction::Outbound),
-            None => (*key, Direction::Inbound),
+    /// The shard (locked) and forward key of the session `key` belongs to. A forward key lives
+    /// in the shard it hashes to, as do the reverse keys of that shard's sessions, so that shard
+    /// answers first; only a reverse key of a session elsewhere needs the reverse index.
+    fn locate(
+        &self,
+        key: &FlowKey,
+    ) -> Option<(MutexGuard<'_, SessionTable<X>>, FlowKey, Direction)> {
+        let home = self.shards[self.shard_of(key)].lock();
+        if let Some((_, dir)) = home.get(key) {
+            return Some((home, *key, dir));
         }
+        drop(home);
+        let forward = *self.reverse[self.shard_of(key)].lock().get(key)?;
+        Some((self.shards[self.shard_of(&forward)].lock(), forward, Direction::Outbound))
     }
 
     /// Removes the session `key` belongs to.
     pub fn remove(&self, key: &FlowKey) -> Option<Session<X>> {
-        let (forward, _) = self.forward_key(key);
-        let mut shard = self.shards[self.shard_of(&forward)].lock();
+        let (mut shard, forward, _) = self.locate(key)?;
         let s = shard.remove(&forward);
         self.sync_reverse(&mut shard);
         s
