@@ -35,4 +35,6 @@ pub mod flow;
 pub mod health;
 pub mod sched;
 pub mod session;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
