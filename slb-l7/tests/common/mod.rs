@@ -331,6 +331,14 @@ pub fn test_cert(names: &[&str]) -> TestCert {
     }
 }
 
+impl Drop for TestCert {
+    fn drop(&mut self) {
+        if let Some(dir) = self.cert_path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// A TLS client trusting `roots`, offering `alpn`.
 pub fn tls_client(roots: &[&TestCert], alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     let mut store = rustls::RootCertStore::empty();
