@@ -227,3 +227,45 @@ pub fn forwarder(
     }
     f
 }
+
+/// The `l4_frame` fuzz target's body, shared with the corpus replay test: feeds the frames of
+/// `data` to a forwarder. Input: one mode byte (NAT, FULLNAT, DR), then records of
+/// `[ctrl, len_lo, len_hi, frame...]`: ctrl bit 0 = port, bits 1-2 = checksum state the link
+/// reports, bits 3-7 = milliseconds to advance the clock. Several frames per input let the
+/// fuzzer build sessions and reach the session, ICMP relay and neighbour paths. Panics only on a
+/// broken invariant (an emitted frame on a port that does not exist or beyond its buffer).
+pub fn replay(data: &[u8]) {
+    use crate::frame::{CsumState, FrameBuf, HEADROOM};
+    use crate::fwd::{ForwarderConfig, Mode, PortId, Verdict};
+    use slb_core::time::Instant;
+    let Some((&mode, mut rest)) = data.split_first() else { return };
+    let mode = [Mode::Nat, Mode::FullNat, Mode::Dr][usize::from(mode % 3)];
+    let cfg = ForwarderConfig { strict_tcp: mode != Mode::Dr, ..ForwarderConfig::default() };
+    let mut fwd = forwarder(mode, cfg);
+    let mut now = Instant::ZERO;
+    let mut buf = FrameBuf::default();
+    while rest.len() >= 3 {
+        let ctrl = rest[0];
+        let len = usize::from(u16::from_le_bytes([rest[1], rest[2]]));
+        rest = &rest[3..];
+        let (frame, tail) = rest.split_at(len.min(rest.len()));
+        rest = tail;
+        now += std::time::Duration::from_millis(u64::from(ctrl >> 3));
+        buf.fill(frame);
+        buf.meta.csum = match (ctrl >> 1) & 3 {
+            0 => CsumState::Unknown,
+            1 => CsumState::Complete,
+            _ => CsumState::Partial,
+        };
+        let v = fwd.process(now, &mut buf, PortId(ctrl & 1));
+        if let Verdict::Forward(p) | Verdict::Reply(p) | Verdict::Solicit(p) = v {
+            assert!(p.0 < 2, "emitted on a port that does not exist: {v:?}");
+            assert!(buf.len() <= buf.capacity() + HEADROOM);
+        }
+        while let Some(p) = fwd.poll_transmit(&mut buf) {
+            assert!(p.0 < 2);
+        }
+        fwd.expire(now, 16);
+    }
+    let _ = fwd.report().prometheus();
+}

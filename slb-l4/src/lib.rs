@@ -46,6 +46,7 @@
 pub mod craft;
 pub mod frame;
 pub mod fwd;
+pub mod health;
 pub mod link;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -215,6 +215,8 @@ pub struct SimNet {
     pub record: bool,
     /// Frames received by the forwarder.
     pub to_fwd: u64,
+    /// Frames given to the forwarder, with their port (kept while `record` is on).
+    pub inputs: Vec<(PortId, Vec<u8>)>,
     /// Drop every n-th frame the forwarder emits (0: none), to exercise retransmission.
     pub drop_every: u64,
     emitted_count: u64,
@@ -232,6 +234,7 @@ impl SimNet {
             emitted: Vec::new(),
             record: true,
             to_fwd: 0,
+            inputs: Vec::new(),
             drop_every: 0,
             emitted_count: 0,
         }
@@ -264,6 +267,9 @@ impl SimNet {
             return;
         }
         self.to_fwd += 1;
+        if self.record {
+            self.inputs.push((port, frame.clone()));
+        }
         let mut buf = FrameBuf::from_slice(&frame);
         let v = self.fwd.process(self.now, &mut buf, port);
         if let Verdict::Forward(p) | Verdict::Reply(p) | Verdict::Solicit(p) = v {
