@@ -72,6 +72,8 @@
 
 pub mod conflict;
 pub mod engine;
+#[cfg(feature = "sim")]
+pub mod fuzzing;
 pub mod replay;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -49,7 +49,9 @@ pub struct Config {
     pub max_reorder: u64,
     /// Peers tracked at once (default 64).
     pub max_peers: usize,
-    /// Session entries held per origin node, this node included (default 2^20).
+    /// Session entries held per origin node, this node included (default 2^20). At most
+    /// `max_peers + 1` origins are held, so the engine remembers at most
+    /// `max_entries_per_origin * (max_peers + 1)` sessions.
     pub max_entries_per_origin: usize,
     /// Datagrams waiting in `poll_transmit` (default 4096).
     pub max_transmit_queue: usize,

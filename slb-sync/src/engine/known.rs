@@ -2,8 +2,9 @@
 //! session itself (the owner's table holds that).
 //!
 //! Entries expire at their remaining timeout (tombstones after `tombstone_ttl`); a bounded sweep
-//! removes them. Each origin node may hold at most `max_entries_per_origin` entries; beyond that
-//! new keys of that origin are refused (the caller counts and sheds them).
+//! removes them. Each origin node may hold at most `max_entries_per_origin` entries, and at most
+//! `max_origins` distinct origins are held; beyond that new keys are refused (the caller counts
+//! and sheds them). The table therefore never holds more than their product.
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
@@ -46,15 +47,17 @@ pub(crate) struct KnownTable {
     expiry: BinaryHeap<Reverse<(Instant, SessionKey)>>,
     per_origin: HashMap<NodeId, usize>,
     max_per_origin: usize,
+    max_origins: usize,
 }
 
 impl KnownTable {
-    pub(crate) fn new(max_per_origin: usize) -> Self {
+    pub(crate) fn new(max_per_origin: usize, max_origins: usize) -> Self {
         KnownTable {
             map: HashMap::new(),
             expiry: BinaryHeap::new(),
             per_origin: HashMap::new(),
             max_per_origin,
+            max_origins,
         }
     }
 
@@ -68,9 +71,13 @@ impl KnownTable {
     }
 
     /// Stores `k` for `key`. Returns false (and stores nothing) when `k.origin` is at its limit
-    /// and `key` is not already held by that origin.
+    /// and `key` is not already held by that origin, or `k.origin` would be one origin too many.
     pub(crate) fn insert(&mut self, key: SessionKey, k: Known) -> bool {
-        let count = self.per_origin.get(&k.origin).copied().unwrap_or(0);
+        let count = match self.per_origin.get(&k.origin) {
+            Some(&c) => c,
+            None if self.per_origin.len() >= self.max_origins => return false,
+            None => 0,
+        };
         match self.map.entry(key) {
             Entry::Occupied(mut o) => {
                 let old = *o.get();
@@ -169,7 +176,7 @@ mod tests {
 
     #[test]
     fn per_origin_limit_expiry_and_heap_bound() {
-        let mut t = KnownTable::new(2);
+        let mut t = KnownTable::new(2, 2);
         assert!(t.insert(key(1), known(1, 10)));
         assert!(t.insert(key(2), known(1, 20)));
         assert!(!t.insert(key(3), known(1, 20)), "origin 1 is full");
@@ -177,6 +184,7 @@ mod tests {
         assert!(t.insert(key(1), known(1, 30)), "refreshing a held key is allowed");
         assert!(!t.insert(key(3), known(1, 30)), "moving a key to a full origin is not");
         assert_eq!((t.count_for(NodeId(1)), t.count_for(NodeId(2))), (2, 1));
+        assert!(!t.insert(key(9), known(3, 20)), "a third origin is one too many");
         assert_eq!(
             t.sweep(Instant::from_secs(15), 100),
             1,

@@ -114,7 +114,7 @@ impl Engine {
             events: VecDeque::new(),
             next_heartbeat: now,
             peers: HashMap::new(),
-            known: KnownTable::new(cfg.max_entries_per_origin),
+            known: KnownTable::new(cfg.max_entries_per_origin, cfg.max_peers.saturating_add(1)),
             outgoing: Vec::new(),
             next_request: 1,
             join: None,
@@ -203,7 +203,7 @@ impl Engine {
                 return false;
             }
         }
-        self.lamport += 1;
+        self.lamport = self.lamport.saturating_add(1);
         let entry = SyncedRecord { origin: me, stamp: self.lamport, record: ev.record };
         if entry.check_encodable().is_err() {
             self.stats.local_unencodable += 1;
@@ -269,7 +269,7 @@ impl Engine {
         }) else {
             return false;
         };
-        self.lamport += 1;
+        self.lamport = self.lamport.saturating_add(1);
         let fresh = self.lamport;
         let me = self.cfg.node;
         let room = self.cfg.update_room() - 8;

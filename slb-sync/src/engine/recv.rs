@@ -56,13 +56,15 @@ impl RecvStream {
     /// will get from a resync). Returns true if that skipped data (`last > 0`).
     pub(crate) fn start_after(&mut self, last: u64) -> bool {
         self.started = true;
-        self.next = last + 1;
+        self.next = last.saturating_add(1);
         self.highest = self.highest.max(last);
         last > 0
     }
 
     pub(crate) fn has_gap(&self) -> bool {
-        self.next <= self.highest
+        // `u64::MAX` is never a real data sequence number: a stream pushed there (by a broken
+        // peer) has nothing left to wait for.
+        self.next <= self.highest && self.next < u64::MAX
     }
 
     fn update_gap(&mut self, now: Instant) -> bool {
@@ -80,7 +82,10 @@ impl RecvStream {
 
     fn pull(&mut self) {
         while self.received.remove(&self.next) {
-            self.next += 1;
+            self.next = self.next.saturating_add(1);
+            if self.next == u64::MAX {
+                break;
+            }
         }
     }
 
@@ -93,10 +98,10 @@ impl RecvStream {
         let mut arrival = Arrival::New;
         if s - self.next > max_reorder {
             self.received.clear();
-            self.next = s + 1;
+            self.next = s.saturating_add(1);
             arrival = Arrival::Jumped;
         } else if s == self.next {
-            self.next += 1;
+            self.next = self.next.saturating_add(1);
             self.pull();
         } else {
             self.received.insert(s);
@@ -132,7 +137,7 @@ impl RecvStream {
     /// Gives up on the current gaps entirely.
     pub(crate) fn abandon_gaps(&mut self, now: Instant) {
         let h = self.highest;
-        self.skip_to(h + 1, now);
+        self.skip_to(h.saturating_add(1), now);
     }
 
     /// When a NACK is due, if a gap is open.
@@ -148,14 +153,14 @@ impl RecvStream {
     pub(crate) fn missing(&self, max: usize) -> Vec<NackRange> {
         let mut out = Vec::new();
         let mut start = self.next;
-        for &r in self.received.iter().chain(std::iter::once(&(self.highest + 1))) {
+        for &r in self.received.iter().chain(std::iter::once(&self.highest.saturating_add(1))) {
             if out.len() == max {
                 break;
             }
             if r > start {
                 out.push(NackRange { first: start, last: r - 1 });
             }
-            start = r + 1;
+            start = r.saturating_add(1);
         }
         out
     }
@@ -193,6 +198,13 @@ mod tests {
         s.abandon_gaps(T);
         assert!(!s.has_gap());
         assert_eq!(s.next(), 10);
+        s.on_announce(u64::MAX, T);
+        assert!(s.has_gap());
+        s.abandon_gaps(T);
+        assert!(
+            !s.has_gap() && s.gap_since.is_none(),
+            "no gap can stay open at the end of the space"
+        );
     }
 
     #[test]

@@ -85,7 +85,10 @@ impl Engine {
                             self.stats.nack_unavailable += 1;
                             unavailable = true;
                         }
-                        s += 1;
+                        s = s.saturating_add(1);
+                        if s == u64::MAX {
+                            break;
+                        }
                     }
                 }
                 if unavailable {
@@ -360,7 +363,7 @@ impl Engine {
             p.join_done = true;
         }
         if p.stream.started() {
-            p.stream.skip_to(as_of + 1, now);
+            p.stream.skip_to(as_of.saturating_add(1), now);
         } else {
             p.stream.start_after(as_of);
         }

@@ -40,7 +40,7 @@ pub struct Stats {
     pub entries_stale: u64,
     /// Entries refused because a live local session conflicts.
     pub conflicts_local_kept: u64,
-    /// Entries shed: the origin's entry limit was reached.
+    /// Entries shed: the origin's entry limit, or the limit on origins, was reached.
     pub peer_entries_shed: u64,
     /// Local session events handled.
     pub local_events: u64,

@@ -92,11 +92,16 @@ impl Engine {
     fn incoming_timer(&mut self, now: Instant, node: NodeId) {
         let (ack_delay, timeout, attempts) =
             (self.cfg.resync_ack_delay, self.cfg.resync_timeout, self.cfg.resync_attempts);
+        let ack_due = self
+            .peers
+            .get(&node)
+            .and_then(|p| p.incoming.as_ref())
+            .is_some_and(|inc| inc.unacked > 0 && inc.last_ack + ack_delay <= now);
+        if ack_due {
+            self.ack_incoming(now, node);
+        }
         let Some(p) = self.peers.get_mut(&node) else { return };
         let Some(inc) = p.incoming.as_mut() else { return };
-        if inc.unacked > 0 && inc.last_ack + ack_delay <= now {
-            return self.ack_incoming(now, node);
-        }
         if inc.last_activity + timeout > now {
             return;
         }
