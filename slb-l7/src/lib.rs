@@ -44,6 +44,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod http;
 mod listener;

@@ -73,7 +73,7 @@ pub(crate) async fn accept_loop(
 async fn handle(stream: TcpStream, peer: SocketAddr, plan: &ListenerPlan, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let Ok(local) = stream.local_addr() else { return };
-    let mut info = ConnInfo { peer, local, tls: false, sni: None, h2c: plan.http2 };
+    let mut info = ConnInfo::new(peer, local, plan.http2);
     match &plan.tls {
         None => {
             if let h1::Exit::H2c(io, buf) =

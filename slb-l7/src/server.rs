@@ -37,7 +37,64 @@ pub(crate) struct Shared {
     pub(crate) pools: Arc<ArcSwap<Vec<Arc<Pool>>>>,
 }
 
-/// Extension points for [`Proxy::builder`].
+/// Extension points for [`Proxy::builder`]: an application's own health probe, scheduler,
+/// backend discovery and certificates.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use slb_core::backend::BackendSet;
+/// use slb_core::health::{HealthProbe, ProbeFuture, ProbeResult};
+/// use slb_core::sched::{RoundRobin, Scheduler};
+/// use slb_l7::config::Config;
+/// use slb_l7::health::{Discovery, DiscoveryFuture};
+/// use slb_l7::pool::{BackendSpec, SchedulerFactory};
+/// use slb_l7::Proxy;
+///
+/// /// Asks the service's own registry whether a backend is healthy.
+/// struct RegistryProbe;
+/// impl HealthProbe for RegistryProbe {
+///     fn probe(&self, _target: SocketAddr) -> ProbeFuture<'_> {
+///         Box::pin(async { ProbeResult::Healthy })
+///     }
+/// }
+///
+/// /// Round robin that starts at the first backend.
+/// #[derive(Debug)]
+/// struct FromTheTop;
+/// impl SchedulerFactory for FromTheTop {
+///     fn build(&self, set: BackendSet) -> Box<dyn Scheduler> {
+///         Box::new(RoundRobin::new(set, 0))
+///     }
+/// }
+///
+/// /// A fixed list, standing in for DNS or a service registry.
+/// struct Fixed;
+/// impl Discovery for Fixed {
+///     fn discover(&self) -> DiscoveryFuture<'_> {
+///         Box::pin(async { Ok(vec![BackendSpec::new("127.0.0.1:9001".parse().unwrap())]) })
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let cfg = Config::simple("127.0.0.1:0", "app", &[]);
+/// let proxy = Proxy::builder(cfg)
+///     .health_probe("app", Arc::new(RegistryProbe))
+///     .scheduler("app", Arc::new(FromTheTop))
+///     .discovery("app", Arc::new(Fixed), Duration::from_secs(10))
+///     .build()
+///     .unwrap();
+/// let handle = proxy.handle();
+/// let running = proxy.start().await.unwrap();
+/// // Discovery runs at once: the pool gets its backend.
+/// while handle.pool("app").unwrap().backends().is_empty() {
+///     tokio::time::sleep(Duration::from_millis(10)).await;
+/// }
+/// running.shutdown().await;
+/// # });
+/// ```
 #[derive(Default)]
 pub struct ProxyBuilder {
     config: Config,

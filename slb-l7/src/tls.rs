@@ -38,7 +38,7 @@ pub struct ServerCert {
 }
 
 impl ServerCert {
-    /// From DER chain and key; `names` are the SNI names to serve it for.
+    /// From DER chain and key; served for the DNS names of the leaf certificate and `names`.
     pub fn from_der(
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
@@ -46,14 +46,21 @@ impl ServerCert {
     ) -> Result<ServerCert, String> {
         let signer =
             rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| e.to_string())?;
-        Ok(ServerCert {
-            key: Arc::new(CertifiedKey::new(chain, signer)),
-            names: names.into_iter().map(|n| n.to_ascii_lowercase()).collect(),
-        })
+        let mut names: Vec<String> = names.into_iter().map(|n| n.to_ascii_lowercase()).collect();
+        if let Some(leaf) = chain.first() {
+            let ee =
+                webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("certificate: {e}"))?;
+            for n in ee.valid_dns_names() {
+                let n = n.to_ascii_lowercase();
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        Ok(ServerCert { key: Arc::new(CertifiedKey::new(chain, signer)), names })
     }
 
-    /// From PEM files; the names are `extra` (the certificate's own names are not parsed here,
-    /// so list them in the configuration's `names` when a listener has several certificates).
+    /// From PEM files; served for the certificate's DNS names and `extra`.
     pub fn from_pem_files(cert: &Path, key: &Path, extra: &[String]) -> Result<ServerCert, String> {
         ServerCert::from_der(load_certs(cert)?, load_key(key)?, extra.to_vec())
     }
@@ -169,5 +176,34 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificates_are_served_for_their_own_names_and_wildcards() {
+        let mk = |names: &[&str], extra: Vec<String>| {
+            let ck = rcgen::generate_simple_self_signed(
+                names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+            .unwrap();
+            let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+            ServerCert::from_der(vec![ck.cert.der().clone()], key, extra).unwrap()
+        };
+        let a = mk(&["a.test"], vec![]);
+        let b = mk(&["x.b.test", "Y.b.test"], vec!["*.c.test".into()]);
+        assert_eq!(b.names, ["*.c.test", "x.b.test", "y.b.test"]);
+        let r = SniResolver::new(&[a.clone(), b.clone()]);
+        let is = |got: Option<Arc<CertifiedKey>>, want: &ServerCert| {
+            Arc::ptr_eq(&got.unwrap(), &want.key)
+        };
+        assert!(is(r.lookup(Some("x.b.test")), &b));
+        assert!(is(r.lookup(Some("Y.B.TEST")), &b));
+        assert!(is(r.lookup(Some("q.c.test")), &b));
+        assert!(is(r.lookup(Some("c.test")), &a), "a wildcard needs a label; else the default");
+        assert!(is(r.lookup(None), &a));
     }
 }

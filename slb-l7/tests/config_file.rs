@@ -1,6 +1,8 @@
 //! The commented example configuration parses, and its comments about defaults are true.
 
-use slb_l7::config::{Config, HealthCheckConfig, KeepaliveConfig, LimitsConfig, PassiveConfig, RetryConfig};
+use slb_l7::config::{
+    Config, HealthCheckConfig, KeepaliveConfig, LimitsConfig, PassiveConfig, RetryConfig,
+};
 
 const EXAMPLE: &str = include_str!("../l7-proxy.example.toml");
 
@@ -18,7 +20,10 @@ fn example_configuration_is_valid_and_states_the_defaults() {
     assert_eq!(app.passive, PassiveConfig::default());
     assert_eq!(app.retry, RetryConfig::default());
     assert_eq!(app.tls, Default::default());
-    assert_eq!(app.health, HealthCheckConfig { kind: "http".into(), ..HealthCheckConfig::default() });
+    assert_eq!(
+        app.health,
+        HealthCheckConfig { kind: "http".into(), ..HealthCheckConfig::default() }
+    );
     assert_eq!(cfg.vhosts[0].locations.len(), 3);
     assert_eq!(cfg.listeners.len(), 1);
 }
@@ -28,7 +33,10 @@ fn a_mistake_in_the_example_is_reported_with_its_line() {
     let broken = EXAMPLE.replace("scheduler = \"mh\"", "scheduler = \"fastest\"");
     let line = broken.lines().position(|l| l.contains("\"fastest\"")).unwrap() + 1;
     let err = Config::from_toml(&broken).unwrap_err().to_string();
-    assert!(err.contains(&format!("line {line}: `pools.api.scheduler`: unknown scheduler \"fastest\"")), "{err}");
+    assert!(
+        err.contains(&format!("line {line}: `pools.api.scheduler`: unknown scheduler \"fastest\"")),
+        "{err}"
+    );
     let broken = EXAMPLE.replace("rise = 2", "rise = \"two\"");
     let line = broken.lines().position(|l| l.contains("\"two\"")).unwrap() + 1;
     let err = Config::from_toml(&broken).unwrap_err().to_string();

@@ -146,7 +146,8 @@ pub struct CertConfig {
     pub cert: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
-    /// Extra SNI names to serve this certificate for (its subject names are used anyway).
+    /// Extra SNI names to serve this certificate for (the DNS names in its subjectAltName are
+    /// used anyway).
     pub names: Vec<String>,
 }
 

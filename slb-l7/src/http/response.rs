@@ -61,6 +61,9 @@ pub fn parse_response(
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
         return Err(ResponseError("incomplete status line"));
     };
+    if !(100..=599).contains(&status) {
+        return Err(ResponseError("status code out of range"));
+    }
     let reason = resp.reason.map_or(0..0, |r| {
         let start = (r.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
         start..start + r.len()
@@ -157,6 +160,11 @@ mod tests {
             .is_err()
         );
         assert!(parse_response(b"garbage\r\n\r\n", false, 8192, &mut v).is_err());
+        assert!(
+            parse_response(b"HTTP/1.1 000 OK\r\n\r\n", false, 8192, &mut v).is_err(),
+            "found by fuzzing"
+        );
+        assert!(parse_response(b"HTTP/1.1 600 X\r\n\r\n", false, 8192, &mut v).is_err());
         assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\n", false, 8192, &mut v), Ok(None));
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nX: y\r\n", false, 10, &mut v).is_err());
     }

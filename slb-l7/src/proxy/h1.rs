@@ -46,8 +46,8 @@ pub(crate) async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let client_ip = info.peer.ip().to_string();
-    let default_host = info.local.to_string();
+    let client_ip = info.client_ip.clone();
+    let default_host = info.local_str.clone();
     let proto = if info.tls { "https" } else { "http" };
     let mut spans: Vec<HeaderSpan> = Vec::with_capacity(32);
     let mut rspans: Vec<HeaderSpan> = Vec::with_capacity(32);
@@ -104,7 +104,7 @@ where
 
         // Route.
         let host = head.host(&buf).or(info.sni.as_deref().map(str::as_bytes));
-        let Some(route) = active.router.route(host, head.path(&buf)).cloned() else {
+        let Some(route) = active.router.route(host, head.path(&buf)) else {
             let can_continue = keep_alive && head.framing == Framing::None;
             let _ = respond_error(&mut io, 404, "no route for this host and path", can_continue, s)
                 .await;

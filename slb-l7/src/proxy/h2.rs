@@ -67,7 +67,7 @@ async fn handle(req: Request<Incoming>, info: &ConnInfo, shared: &Shared) -> Res
         return error_response(501, "CONNECT is not supported");
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let Some(route) = active.router.route(host, path.as_bytes()).cloned() else {
+    let Some(route) = active.router.route(host, path.as_bytes()) else {
         return error_response(404, "no route for this host and path");
     };
     let declared = parts
@@ -91,14 +91,12 @@ async fn handle(req: Request<Incoming>, info: &ConnInfo, shared: &Shared) -> Res
         }
     };
     let pool = &route.pool;
-    let client_ip = info.peer.ip().to_string();
-    let default_host = info.local.to_string();
     let fwd = ForwardInfo {
-        client_ip: &client_ip,
+        client_ip: &info.client_ip,
         proto: if info.tls { "https" } else { "http" },
         forwarded_for: s.forwarded_for,
         host_override: pool.settings.host.as_deref(),
-        default_host: &default_host,
+        default_host: &info.local_str,
         rules: &route.request_rules,
     };
     let mut out = Vec::with_capacity(512 + body.len());
@@ -207,7 +205,7 @@ pub(crate) struct UpstreamBody {
     pool: Arc<Pool>,
     read_timeout: Duration,
     sleep: Pin<Box<Sleep>>,
-    scratch: Box<[u8]>,
+    scratch: Option<Box<[u8]>>,
 }
 
 impl UpstreamBody {
@@ -225,7 +223,7 @@ impl UpstreamBody {
             pool,
             read_timeout,
             sleep: Box::pin(tokio::time::sleep(read_timeout)),
-            scratch: vec![0; 16 * 1024].into_boxed_slice(),
+            scratch: None,
         };
         if framing == Framing::None {
             body.finish();
@@ -296,7 +294,8 @@ impl Body for UpstreamBody {
                 return Poll::Ready(Some(r.map(Frame::data)));
             }
             let Some(a) = this.answer.as_mut() else { return Poll::Ready(None) };
-            let mut rb = ReadBuf::new(&mut this.scratch);
+            let scratch = this.scratch.get_or_insert_with(|| vec![0; 16 * 1024].into_boxed_slice());
+            let mut rb = ReadBuf::new(scratch);
             match Pin::new(&mut a.conn.io).poll_read(cx, &mut rb) {
                 Poll::Ready(Ok(())) => {
                     let n = rb.filled().len();

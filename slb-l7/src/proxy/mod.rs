@@ -39,11 +39,27 @@ pub(crate) struct Active {
 #[derive(Clone, Debug)]
 pub(crate) struct ConnInfo {
     pub(crate) peer: SocketAddr,
-    pub(crate) local: SocketAddr,
     pub(crate) tls: bool,
     pub(crate) sni: Option<Arc<str>>,
     /// Accept HTTP/2 with prior knowledge on this plain-text connection.
     pub(crate) h2c: bool,
+    /// `peer`'s address as text (X-Forwarded-For, X-Real-IP).
+    pub(crate) client_ip: Arc<str>,
+    /// `local` as text (Host for HTTP/1.0 requests without one).
+    pub(crate) local_str: Arc<str>,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(peer: SocketAddr, local: SocketAddr, h2c: bool) -> Self {
+        ConnInfo {
+            peer,
+            tls: false,
+            sni: None,
+            h2c,
+            client_ip: peer.ip().to_string().into(),
+            local_str: local.to_string().into(),
+        }
+    }
 }
 
 /// The scheduler hash of a request, from its head (HTTP/1 spans).

@@ -312,8 +312,10 @@ pub fn test_cert(names: &[&str]) -> TestCert {
     let ck =
         rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap();
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!(
-        "slb-l7-test-{}-{}",
+        "slb-l7-test-{}-{seq}-{}",
         std::process::id(),
         names[0].replace('*', "_")
     ));
