@@ -310,3 +310,18 @@ fn two_threads_share_a_concurrent_table() {
     assert_eq!(registry.get(BackendId(1)).unwrap().active(), u32::from(OWN));
     assert_eq!(registry.get(BackendId(2)).unwrap().inactive(), u32::from(SHARED));
 }
+
+#[test]
+fn fuzz_seed_corpus_replays_cleanly() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/session_table");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("the session_table seed corpus") {
+        let path = entry.expect("corpus entry").path();
+        let bytes = std::fs::read(&path).expect("seed");
+        if let Err(d) = SessionModel::run(&bytes) {
+            panic!("{}: {d}", path.display());
+        }
+        n += 1;
+    }
+    assert!(n >= 5, "{n} seeds");
+}
