@@ -44,6 +44,8 @@
 
 #[cfg(feature = "sim")]
 pub mod craft;
+#[cfg(feature = "io")]
+pub mod driver;
 pub mod frame;
 pub mod fwd;
 pub mod health;

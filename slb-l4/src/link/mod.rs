@@ -9,13 +9,23 @@
 //! socket (feature `io`). Middlewares wrap any link: [`FaultInjector`] (seeded loss,
 //! duplication, corruption) and [`PcapWriter`] (a pcap trace of both directions).
 
+#[cfg(feature = "io")]
+mod afpacket;
 mod fault;
 mod memory;
 mod pcap;
+#[cfg(feature = "io")]
+mod pnet;
+#[cfg(feature = "io")]
+pub(crate) mod sys;
 
+#[cfg(feature = "io")]
+pub use afpacket::AfPacketLink;
 pub use fault::{FaultConfig, FaultInjector};
 pub use memory::MemoryLink;
 pub use pcap::PcapWriter;
+#[cfg(feature = "io")]
+pub use pnet::PnetLink;
 
 use std::io;
 

@@ -1,0 +1,246 @@
+//! The director's driver loop (feature `io`): links in, [`Forwarder::process`], links out, plus
+//! the session sweep, health events and periodic counters. This is the part that reads the clock.
+//!
+//! ```text
+//!   loop until stop:
+//!     recv_batch on every link (non-blocking)      -- nothing anywhere? poll(fds, <= 50 ms)
+//!     process each frame -> per-port send queues (buffers are moved, never allocated)
+//!     poll_transmit (frames released by resolved neighbours)
+//!     send_batch per port
+//!     every 50 ms: expire sessions (incremental), apply health flips
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+use slb_core::time::{Clock, Instant};
+
+use crate::frame::FrameBuf;
+use crate::fwd::{Forwarder, PortId, Verdict};
+use crate::health::HealthEvent;
+use crate::link::{Link, LinkStats, sys};
+
+/// A link the director can move to its thread.
+pub type BoxLink = Box<dyn Link + Send>;
+
+/// Driver settings.
+#[derive(Clone, Copy, Debug)]
+pub struct DriverConfig {
+    /// Frames per receive batch.
+    pub batch: usize,
+    /// Session slots examined per housekeeping round (every 50 ms).
+    pub sweep_budget: usize,
+    /// Print the counters (ipvsadm layout) to stderr this often, if set.
+    pub print_stats: Option<Duration>,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig { batch: 64, sweep_budget: 4096, print_stats: None }
+    }
+}
+
+/// A forwarder driven by real links, one per port (link `i` is port `i`).
+pub struct Director {
+    fwd: Forwarder,
+    links: Vec<BoxLink>,
+    clock: Clock,
+    cfg: DriverConfig,
+    health: Option<Receiver<HealthEvent>>,
+    rx: Vec<FrameBuf>,
+    tx: Vec<Vec<FrameBuf>>,
+    pool: Vec<FrameBuf>,
+}
+
+impl std::fmt::Debug for Director {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Director")
+            .field("links", &self.links.len())
+            .field("cfg", &self.cfg)
+            .finish()
+    }
+}
+
+const HOUSEKEEPING: Duration = Duration::from_millis(50);
+
+impl Director {
+    /// A director for `fwd` with `links[i]` as port `i`; `clock` converts readings to the
+    /// forwarder's time.
+    pub fn new(fwd: Forwarder, links: Vec<BoxLink>, clock: Clock, cfg: DriverConfig) -> Self {
+        let n = links.len();
+        let batch = cfg.batch.max(1);
+        Director {
+            fwd,
+            links,
+            clock,
+            cfg,
+            health: None,
+            rx: (0..batch).map(|_| FrameBuf::default()).collect(),
+            tx: (0..n).map(|_| Vec::with_capacity(batch)).collect(),
+            pool: (0..batch * (n + 1)).map(|_| FrameBuf::default()).collect(),
+        }
+    }
+
+    /// Applies health flips received on `events` (from [`crate::health::spawn_prober`]).
+    pub fn with_health(mut self, events: Receiver<HealthEvent>) -> Self {
+        self.health = Some(events);
+        self
+    }
+
+    /// The forwarder.
+    pub fn forwarder(&self) -> &Forwarder {
+        &self.fwd
+    }
+
+    /// The forwarder, mutable (configuration changes between runs).
+    pub fn forwarder_mut(&mut self) -> &mut Forwarder {
+        &mut self.fwd
+    }
+
+    /// Counters of every link.
+    pub fn link_stats(&self) -> Vec<LinkStats> {
+        self.links.iter().map(|l| l.stats()).collect()
+    }
+
+    #[allow(clippy::disallowed_methods)] // the driver is where the clock is read
+    fn now(&self) -> Instant {
+        self.clock.at(std::time::Instant::now())
+    }
+
+    /// Sends gratuitous ARPs / unsolicited NAs for every VIP and local address (takeover).
+    pub fn announce(&mut self) -> std::io::Result<()> {
+        for (port, frame) in self.fwd.announcements() {
+            if let Some(l) = self.links.get_mut(usize::from(port.0)) {
+                l.send_batch(std::slice::from_ref(&frame))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn queue(&mut self, port: PortId, i: usize) {
+        let spare = self.pool.pop().unwrap_or_default();
+        let frame = std::mem::replace(&mut self.rx[i], spare);
+        if let Some(q) = self.tx.get_mut(usize::from(port.0)) {
+            q.push(frame);
+        } else {
+            self.pool.push(frame);
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        for (p, q) in self.tx.iter_mut().enumerate() {
+            if q.is_empty() {
+                continue;
+            }
+            self.links[p].send_batch(q)?;
+            self.pool.append(q);
+        }
+        Ok(())
+    }
+
+    /// One pass: receive what is waiting on every link, process, send. Returns frames received.
+    pub fn poll_once(&mut self) -> std::io::Result<usize> {
+        let mut total = 0;
+        for p in 0..self.links.len() {
+            let n = self.links[p].recv_batch(&mut self.rx)?;
+            if n == 0 {
+                continue;
+            }
+            total += n;
+            let now = self.now();
+            for i in 0..n {
+                match self.fwd.process(now, &mut self.rx[i], PortId(p as u8)) {
+                    Verdict::Forward(out) | Verdict::Reply(out) | Verdict::Solicit(out) => {
+                        self.queue(out, i)
+                    }
+                    Verdict::Held | Verdict::Host | Verdict::Drop(_) => {}
+                }
+            }
+            let mut spare = self.pool.pop().unwrap_or_default();
+            while let Some(out) = self.fwd.poll_transmit(&mut spare) {
+                if let Some(q) = self.tx.get_mut(usize::from(out.0)) {
+                    q.push(spare);
+                    spare = self.pool.pop().unwrap_or_default();
+                }
+            }
+            self.pool.push(spare);
+            self.flush()?;
+        }
+        Ok(total)
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        self.fwd.expire(now, self.cfg.sweep_budget);
+        if let Some(rx) = &self.health {
+            let events: Vec<HealthEvent> = rx.try_iter().collect();
+            for ev in events {
+                let _ = self.fwd.set_real_state(ev.id, ev.state(), now);
+                eprintln!("health: {} is {:?}", ev.target, ev.status);
+            }
+        }
+    }
+
+    /// Runs until `stop` is set: forwards, sweeps sessions, applies health flips.
+    pub fn run(&mut self, stop: &AtomicBool) -> std::io::Result<()> {
+        let fds: Vec<_> = self.links.iter().filter_map(|l| l.poll_fd()).collect();
+        let mut next_house = self.now();
+        let mut next_stats = self.cfg.print_stats.map(|d| self.now() + d);
+        while !stop.load(Ordering::Relaxed) {
+            let n = self.poll_once()?;
+            let now = self.now();
+            if now >= next_house {
+                self.housekeeping(now);
+                next_house = now + HOUSEKEEPING;
+            }
+            if let (Some(t), Some(every)) = (next_stats, self.cfg.print_stats)
+                && now >= t
+            {
+                eprint!("{}", self.fwd.report().ipvsadm());
+                eprintln!("links: {:?}", self.link_stats());
+                next_stats = Some(now + every);
+            }
+            if n == 0 {
+                if fds.len() == self.links.len() {
+                    sys::poll_readable(&fds, HOUSEKEEPING.as_millis() as i32)?;
+                } else {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The MAC and addresses (with prefix lengths) of interface `name`, as the system has them.
+pub fn interface_info(name: &str) -> std::io::Result<(crate::fwd::Mac, Vec<crate::fwd::Cidr>)> {
+    let iface =
+        pnet_datalink::interfaces().into_iter().find(|i| i.name == name).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, format!("no interface {name}"))
+        })?;
+    let mac = iface.mac.map(|m| m.octets()).unwrap_or([0; 6]);
+    let addrs = iface.ips.iter().map(|n| crate::fwd::Cidr::new(n.ip(), n.prefix())).collect();
+    Ok((mac, addrs))
+}
+
+/// Sets `stop` on SIGTERM or SIGINT (a thread with a small tokio runtime waits for them).
+pub fn stop_on_signals(stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("slb-signals".into()).spawn(move || {
+        rt.block_on(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) =
+                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+    })?;
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! The raw AF_PACKET system calls the real links need (feature `io`). All `unsafe` of the links
+//! is here, each block with its SAFETY argument.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::frame::{CsumState, FrameBuf, FrameMeta};
+
+// Kernel ABI values (linux/if_packet.h, asm/socket.h), spelled out so that they do not depend
+// on which libc version exports them.
+const PACKET_STATISTICS: libc::c_int = 6;
+const PACKET_AUXDATA: libc::c_int = 8;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
+const SO_RCVBUFFORCE: libc::c_int = 33;
+const SO_SNDBUFFORCE: libc::c_int = 32;
+
+/// `struct tpacket_auxdata`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct TpacketAuxdata {
+    tp_status: u32,
+    tp_len: u32,
+    tp_snaplen: u32,
+    tp_mac: u16,
+    tp_net: u16,
+    tp_vlan_tci: u16,
+    tp_vlan_tpid: u16,
+}
+
+/// `struct tpacket_stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct TpacketStats {
+    tp_packets: u32,
+    tp_drops: u32,
+}
+
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+}
+
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `v` lives across the call and its size is passed; the kernel only reads it.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// The index of interface `name`.
+pub(crate) fn if_index(name: &str) -> io::Result<i32> {
+    let c =
+        CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad name"))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 { Err(io::Error::last_os_error()) } else { Ok(i as i32) }
+}
+
+/// Options of a packet socket.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SocketOpts {
+    /// Bind to the interface (pnet binds itself).
+    pub(crate) bind: bool,
+    /// Ask for `tpacket_auxdata` (checksum status) with each frame.
+    pub(crate) auxdata: bool,
+    /// Receive and send buffer sizes in bytes.
+    pub(crate) buffer: usize,
+}
+
+/// Opens a non-blocking AF_PACKET socket for all protocols on interface `ifindex` that does not
+/// see its own transmissions (`PACKET_IGNORE_OUTGOING`: otherwise the forwarder would receive
+/// every frame it sends).
+pub(crate) fn packet_socket(ifindex: i32, opts: SocketOpts) -> io::Result<OwnedFd> {
+    let proto = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
+    // SAFETY: plain socket(2) call; on success we own the returned descriptor.
+    let fd = check(unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            proto,
+        )
+    })?;
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let raw = fd.as_raw_fd();
+    setsockopt_int(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
+    if opts.auxdata {
+        setsockopt_int(raw, libc::SOL_PACKET, PACKET_AUXDATA, 1)?;
+    }
+    let size = opts.buffer.min(i32::MAX as usize) as libc::c_int;
+    // FORCE variants exceed rmem_max/wmem_max as root; fall back to the capped ones.
+    if setsockopt_int(raw, libc::SOL_SOCKET, SO_RCVBUFFORCE, size).is_err() {
+        setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, size)?;
+    }
+    if setsockopt_int(raw, libc::SOL_SOCKET, SO_SNDBUFFORCE, size).is_err() {
+        setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, size)?;
+    }
+    if opts.bind {
+        // SAFETY: an all-zero sockaddr_ll is a valid value of that plain C struct.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex;
+        // SAFETY: `sll` is a valid sockaddr_ll and its exact size is passed.
+        check(unsafe {
+            libc::bind(
+                raw,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        })?;
+    }
+    Ok(fd)
+}
+
+/// Frames the kernel dropped on this socket since the last call (PACKET_STATISTICS resets).
+pub(crate) fn packet_drops(fd: RawFd) -> u64 {
+    let mut st = TpacketStats::default();
+    let mut len = size_of::<TpacketStats>() as libc::socklen_t;
+    // SAFETY: `st` and `len` are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            PACKET_STATISTICS,
+            (&mut st as *mut TpacketStats).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 { u64::from(st.tp_drops) } else { 0 }
+}
+
+/// Waits until one of `fds` is readable or `timeout_ms` passes; returns how many are ready.
+pub(crate) fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<usize> {
+    let mut p: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: `p` is a valid array of `p.len()` pollfd structs for the duration of the call.
+    let rc = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
+    match check(rc) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Space for one control message holding a `tpacket_auxdata`.
+const CMSG_SPACE: usize = 64;
+
+/// Preallocated `mmsghdr`/`iovec`/control arrays for batched receive and send (no allocation
+/// per call).
+pub(crate) struct Mmsg {
+    hdrs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    ctrl: Vec<[u64; CMSG_SPACE / 8]>,
+}
+
+// SAFETY: the raw pointers inside are rebuilt on every call from buffers borrowed for that call
+// only; between calls they are never dereferenced, so moving an Mmsg to another thread is sound.
+unsafe impl Send for Mmsg {}
+
+impl std::fmt::Debug for Mmsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mmsg").field("batch", &self.hdrs.len()).finish()
+    }
+}
+
+impl Mmsg {
+    pub(crate) fn new(batch: usize) -> Self {
+        // SAFETY: all-zero mmsghdr and iovec are valid values of these plain C structs.
+        let hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        let iov = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        Mmsg {
+            hdrs: vec![hdr; batch],
+            iovs: vec![iov; batch],
+            ctrl: vec![[0; CMSG_SPACE / 8]; batch],
+        }
+    }
+
+    /// recvmmsg into `bufs` (non-blocking). Returns (frames filled, oversize frames skipped).
+    /// Oversize frames (larger than a buffer, e.g. GSO super-frames) are detected with
+    /// `MSG_TRUNC` and left out.
+    pub(crate) fn recv(
+        &mut self,
+        fd: RawFd,
+        bufs: &mut [FrameBuf],
+        auxdata: bool,
+    ) -> io::Result<(usize, usize)> {
+        let n = bufs.len().min(self.hdrs.len());
+        for (i, buf) in bufs.iter_mut().enumerate().take(n) {
+            let area = buf.recv_area();
+            self.iovs[i] = libc::iovec { iov_base: area.as_mut_ptr().cast(), iov_len: area.len() };
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = std::ptr::null_mut();
+            h.msg_namelen = 0;
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control =
+                if auxdata { self.ctrl[i].as_mut_ptr().cast() } else { std::ptr::null_mut() };
+            h.msg_controllen = if auxdata { CMSG_SPACE } else { 0 };
+            h.msg_flags = 0;
+            self.hdrs[i].msg_len = 0;
+        }
+        // SAFETY: hdrs[..n] point at iovecs and control buffers that stay alive and unaliased
+        // for the call (they borrow `bufs` and `self`), each iovec covers a whole receive area.
+        let rc = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                std::ptr::null_mut(),
+            )
+        };
+        let got = match check(rc) {
+            Ok(k) => k as usize,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                return Ok((0, 0));
+            }
+            Err(e) => return Err(e),
+        };
+        let (mut filled, mut oversize) = (0, 0);
+        for i in 0..got {
+            let len = self.hdrs[i].msg_len as usize;
+            let truncated = self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let csum = if auxdata { self.csum_state(i) } else { CsumState::Unknown };
+            if truncated || len > bufs[i].capacity() {
+                oversize += 1;
+                continue;
+            }
+            bufs[i].set_received(len, FrameMeta { csum });
+            if filled != i {
+                bufs.swap(filled, i);
+            }
+            filled += 1;
+        }
+        Ok((filled, oversize))
+    }
+
+    /// The checksum state the kernel reported for message `i`.
+    fn csum_state(&self, i: usize) -> CsumState {
+        let h = &self.hdrs[i].msg_hdr;
+        // SAFETY: the CMSG_* macros walk the control buffer the kernel filled for this message,
+        // bounded by msg_controllen, which the kernel set to what it wrote.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == PACKET_AUXDATA {
+                    let aux: TpacketAuxdata = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    return if aux.tp_status & TP_STATUS_CSUMNOTREADY != 0 {
+                        CsumState::Partial
+                    } else {
+                        CsumState::Complete
+                    };
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        CsumState::Unknown
+    }
+
+    /// sendmmsg of `frames` on the bound socket (non-blocking); returns how many were sent.
+    pub(crate) fn send(&mut self, fd: RawFd, frames: &[FrameBuf]) -> io::Result<usize> {
+        let mut sent = 0;
+        while sent < frames.len() {
+            let n = (frames.len() - sent).min(self.hdrs.len());
+            for i in 0..n {
+                let f = frames[sent + i].as_slice();
+                self.iovs[i] =
+                    libc::iovec { iov_base: f.as_ptr() as *mut libc::c_void, iov_len: f.len() };
+                let h = &mut self.hdrs[i].msg_hdr;
+                h.msg_name = std::ptr::null_mut();
+                h.msg_namelen = 0;
+                h.msg_iov = &mut self.iovs[i];
+                h.msg_iovlen = 1;
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
+                h.msg_flags = 0;
+            }
+            // SAFETY: hdrs[..n] point at iovecs covering frames that stay borrowed for the call;
+            // the kernel only reads them.
+            let rc = unsafe {
+                libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
+            };
+            match check(rc) {
+                Ok(0) => break,
+                Ok(k) => sent += k as usize,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The socket's send buffer is full: wait briefly for room, once.
+                    let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                    // SAFETY: one valid pollfd for the duration of the call.
+                    if unsafe { libc::poll(&mut p, 1, 1) } <= 0 {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return if sent > 0 { Ok(sent) } else { Err(e) },
+            }
+        }
+        Ok(sent)
+    }
+}
