@@ -11,6 +11,8 @@
 //!  DR:             c 10.0.1.2 --- r (10.0.1.1 | 10.0.2.254) --- sw bridge --- lb 10.0.2.1 (one port)
 //!                                                                 \-- s1, s2 (VIP on lo, via r)
 //! ```
+// A lab test drives real processes in real time: it reads the clock like any driver.
+#![allow(clippy::disallowed_methods)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -232,7 +234,6 @@ fn world(mode: Mode, link: LinkKind, health: Option<HealthConfig>) -> World {
             .with_real(SocketAddr::new("10.0.2.12".parse().unwrap(), port));
             fwd.add_service(s).unwrap();
         }
-        #[allow(clippy::disallowed_methods)] // a driver: it owns the clock
         let clock = Clock::with_origin(Instant::now());
         let mut d = Director::new(fwd, links, clock, DriverConfig::default());
         if let Some(hc) = health {
@@ -243,7 +244,6 @@ fn world(mode: Mode, link: LinkKind, health: Option<HealthConfig>) -> World {
                 .filter(|r| r.2.port() == 80)
                 .map(|(id, _, a, _)| (id, a))
                 .collect();
-            #[allow(clippy::disallowed_methods)]
             let m = Monitor::new(hc, &targets, clock.at(Instant::now()), 1);
             let (tx, rx) = std::sync::mpsc::channel();
             let probe = Arc::new(TcpConnectProbe { timeout: hc.timeout });
