@@ -22,13 +22,15 @@
 //! A peer going down removes nothing: its sessions are what keeps its flows alive elsewhere.
 //! They expire with their remaining timeout unless refreshed.
 
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+
+use slb_core::flow::{FlowKey, HashKey, Protocol};
 
 use crate::types::{ForwardMode, NodeId, SessionRecord, SyncedRecord};
 
 /// Where a record sends the flow: mode, real server and local address, hashed for compact
-/// storage (collisions are 2^-64 events and only relax rule 3).
+/// storage (collisions are 2^-64 events and only relax rule 3; the inputs are the operator's
+/// configuration, not client-chosen).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Target(u64);
 
@@ -40,10 +42,10 @@ impl Target {
 
     /// The target of a flow forwarded in `mode` to `real` from `local`.
     pub fn new(mode: ForwardMode, real: SocketAddr, local: Option<SocketAddr>) -> Target {
-        // `DefaultHasher::new()` uses fixed keys: the value only needs to agree within a process.
-        let mut h = std::hash::DefaultHasher::new();
-        (mode, real, local).hash(&mut h);
-        Target(h.finish())
+        let local = local.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let f = FlowKey::new(Protocol::Tcp, real, local);
+        let h = HashKey::new(0x736c_622d_7379_6e63, u64::from(mode.code())).hash_flow(&f);
+        Target(h)
     }
 }
 

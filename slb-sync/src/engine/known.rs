@@ -5,15 +5,60 @@
 //! removes them. Each origin node may hold at most `max_entries_per_origin` entries, and at most
 //! `max_origins` distinct origins are held; beyond that new keys are refused (the caller counts
 //! and sheds them). The table therefore never holds more than their product.
+//!
+//! Session keys come from client traffic, so the map is hashed with a secret key
+//! ([`HashKey`], derived from the cluster secret): clients cannot aim collisions at it. Expiry
+//! uses one bucket per second (`BTreeMap<second, keys>`), O(1) per refresh; stale bucket
+//! entries (the key was refreshed since) are skipped by the sweep, and the buckets are rebuilt
+//! when they hold more than twice the live entries.
 
-use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
+use slb_core::flow::{FlowKey, HashKey};
 use slb_core::time::Instant;
 
 use crate::conflict::{Held, Target};
 use crate::types::{NodeId, SessionKey};
+
+/// A session key with its keyed hash computed once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Slot {
+    hash: u64,
+    key: SessionKey,
+}
+
+impl Hash for Slot {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Hands the precomputed hash through.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (by `Slot`); fold anything else in deterministically.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type Map = HashMap<Slot, Known, BuildHasherDefault<PassThrough>>;
+
+const NANOS: u64 = 1_000_000_000;
 
 /// One remembered version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,22 +88,38 @@ impl Known {
 
 #[derive(Debug)]
 pub(crate) struct KnownTable {
-    map: HashMap<SessionKey, Known>,
-    expiry: BinaryHeap<Reverse<(Instant, SessionKey)>>,
+    map: Map,
+    hash_key: HashKey,
+    /// Expiry second -> keys that expired then (possibly stale).
+    buckets: BTreeMap<u64, Vec<Slot>>,
+    bucketed: usize,
     per_origin: HashMap<NodeId, usize>,
     max_per_origin: usize,
     max_origins: usize,
 }
 
+impl std::fmt::Debug for PassThrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PassThrough")
+    }
+}
+
 impl KnownTable {
-    pub(crate) fn new(max_per_origin: usize, max_origins: usize) -> Self {
+    pub(crate) fn new(max_per_origin: usize, max_origins: usize, hash_key: HashKey) -> Self {
         KnownTable {
-            map: HashMap::new(),
-            expiry: BinaryHeap::new(),
+            map: Map::default(),
+            hash_key,
+            buckets: BTreeMap::new(),
+            bucketed: 0,
             per_origin: HashMap::new(),
             max_per_origin,
             max_origins,
         }
+    }
+
+    fn slot(&self, key: &SessionKey) -> Slot {
+        let f = FlowKey::new(key.proto, key.client, key.virt);
+        Slot { hash: self.hash_key.hash_flow(&f), key: *key }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -67,7 +128,12 @@ impl KnownTable {
 
     /// The entry for `key`, expired or not.
     pub(crate) fn get(&self, key: &SessionKey) -> Option<&Known> {
-        self.map.get(key)
+        self.map.get(&self.slot(key))
+    }
+
+    fn bucket(&mut self, at: Instant, slot: Slot) {
+        self.buckets.entry(at.as_nanos().div_ceil(NANOS)).or_default().push(slot);
+        self.bucketed += 1;
     }
 
     /// Stores `k` for `key`. Returns false (and stores nothing) when `k.origin` is at its limit
@@ -78,7 +144,8 @@ impl KnownTable {
             None if self.per_origin.len() >= self.max_origins => return false,
             None => 0,
         };
-        match self.map.entry(key) {
+        let slot = self.slot(&key);
+        let rebucket = match self.map.entry(slot) {
             Entry::Occupied(mut o) => {
                 let old = *o.get();
                 if old.origin != k.origin {
@@ -89,9 +156,7 @@ impl KnownTable {
                     *self.per_origin.entry(k.origin).or_insert(0) += 1;
                 }
                 o.insert(k);
-                if old.expires != k.expires {
-                    self.expiry.push(Reverse((k.expires, key)));
-                }
+                old.expires.as_nanos().div_ceil(NANOS) != k.expires.as_nanos().div_ceil(NANOS)
             }
             Entry::Vacant(v) => {
                 if count >= self.max_per_origin {
@@ -99,34 +164,51 @@ impl KnownTable {
                 }
                 v.insert(k);
                 *self.per_origin.entry(k.origin).or_insert(0) += 1;
-                self.expiry.push(Reverse((k.expires, key)));
+                true
             }
+        };
+        if rebucket {
+            self.bucket(k.expires, slot);
         }
-        if self.expiry.len() > 2 * self.map.len() + 1024 {
-            self.rebuild_heap();
+        if self.bucketed > 2 * self.map.len() + 1024 {
+            self.rebuild_buckets();
         }
         true
     }
 
-    fn rebuild_heap(&mut self) {
-        self.expiry = self.map.iter().map(|(k, v)| Reverse((v.expires, *k))).collect();
+    fn rebuild_buckets(&mut self) {
+        let mut b: BTreeMap<u64, Vec<Slot>> = BTreeMap::new();
+        for (s, k) in &self.map {
+            b.entry(k.expires.as_nanos().div_ceil(NANOS)).or_default().push(*s);
+        }
+        self.buckets = b;
+        self.bucketed = self.map.len();
     }
 
-    /// Removes up to `budget` expired entries. Returns how many were removed.
+    /// Removes expired entries from up to `budget` bucket slots. Returns how many were removed.
     pub(crate) fn sweep(&mut self, now: Instant, budget: usize) -> usize {
         let mut removed = 0;
-        for _ in 0..budget {
-            let Some(Reverse((at, key))) = self.expiry.peek().copied() else { break };
-            if at > now {
+        let mut left = budget;
+        while left > 0 {
+            let Some(mut first) = self.buckets.first_entry() else { break };
+            if first.key().saturating_mul(NANOS) > now.as_nanos() {
                 break;
             }
-            self.expiry.pop();
-            if let Entry::Occupied(o) = self.map.entry(key) {
-                if o.get().expires == at {
-                    let k = o.remove();
-                    dec(&mut self.per_origin, k.origin);
-                    removed += 1;
+            let slots = first.get_mut();
+            while left > 0 {
+                let Some(slot) = slots.pop() else { break };
+                left -= 1;
+                self.bucketed -= 1;
+                if let Entry::Occupied(o) = self.map.entry(slot) {
+                    if o.get().expires <= now {
+                        let k = o.remove();
+                        dec(&mut self.per_origin, k.origin);
+                        removed += 1;
+                    }
                 }
+            }
+            if slots.is_empty() {
+                first.remove();
             }
         }
         removed
@@ -176,7 +258,7 @@ mod tests {
 
     #[test]
     fn per_origin_limit_expiry_and_heap_bound() {
-        let mut t = KnownTable::new(2, 2);
+        let mut t = KnownTable::new(2, 2, HashKey::new(1, 2));
         assert!(t.insert(key(1), known(1, 10)));
         assert!(t.insert(key(2), known(1, 20)));
         assert!(!t.insert(key(3), known(1, 20)), "origin 1 is full");
@@ -195,7 +277,7 @@ mod tests {
         for i in 0..5000 {
             t.insert(key(1), known(1, 31 + i));
         }
-        assert!(t.expiry.len() <= 2 * t.len() + 1025);
+        assert!(t.bucketed <= 2 * t.len() + 1025);
         assert_eq!(t.sweep(Instant::from_secs(1_000_000), 100_000), 2);
         assert_eq!(t.len(), 0);
     }

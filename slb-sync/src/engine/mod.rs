@@ -114,7 +114,11 @@ impl Engine {
             events: VecDeque::new(),
             next_heartbeat: now,
             peers: HashMap::new(),
-            known: KnownTable::new(cfg.max_entries_per_origin, cfg.max_peers.saturating_add(1)),
+            known: KnownTable::new(
+                cfg.max_entries_per_origin,
+                cfg.max_peers.saturating_add(1),
+                cfg.key.hash_key(),
+            ),
             outgoing: Vec::new(),
             next_request: 1,
             join: None,

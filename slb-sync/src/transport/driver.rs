@@ -143,7 +143,7 @@ fn engine_loop<T: Transport, F: FnMut(&mut Engine, Instant, Event)>(
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        let now = read_clock(&clock);
+        let mut now = read_clock(&clock);
         let mut input = first;
         let mut n = 0;
         while let Some(i) = input {
@@ -177,10 +177,12 @@ fn engine_loop<T: Transport, F: FnMut(&mut Engine, Instant, Event)>(
                 }
             }
             n += 1;
-            if n % 64 == 0 {
-                send_errors += drain(&mut engine, &transport, &mut on_event, now);
-            }
+            // Outputs after every input: events reach the owner without waiting for a batch.
+            send_errors += drain(&mut engine, &transport, &mut on_event, now);
             input = if n < BATCH { rx.try_recv().ok() } else { None };
+            if n % 16 == 0 {
+                now = read_clock(&clock);
+            }
         }
         if engine.poll_timeout().is_some_and(|t| t <= now) {
             engine.handle_timeout(now);

@@ -38,6 +38,15 @@ impl ClusterKey {
         ClusterKey { key: blake3::derive_key(KDF_CONTEXT, secret) }
     }
 
+    /// A secret hashing key derived from the cluster key, for tables keyed by client-chosen
+    /// values (outsiders cannot aim hash collisions without the cluster secret).
+    pub fn hash_key(&self) -> slb_core::flow::HashKey {
+        let k = blake3::derive_key("slb-sync v1 2024 session table hash key", &self.key);
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&k[..16]);
+        slb_core::flow::HashKey::from_bytes(b)
+    }
+
     fn tag_of(&self, signed: &[u8]) -> [u8; TAG_LEN] {
         let h = blake3::keyed_hash(&self.key, signed);
         let mut t = [0u8; TAG_LEN];
