@@ -23,6 +23,23 @@
 //! Real servers travel by address, not by backend id: each node maps addresses to its own
 //! [`slb_core::backend::BackendId`]s.
 //!
+//! ## Integrating a dataplane (what slb-l4 does with its `SessionTable<X>`)
+//! - Identity: a [`NodeId`] per node, one cluster id and [`ClusterKey`] per cluster, and an
+//!   `epoch` that grows with every restart (seconds since the UNIX epoch at startup will do).
+//! - Local changes: on the fast path call [`sync_needed`] with the session's state change and
+//!   client-to-VIP packet count, and hand the passing ones over as
+//!   [`SessionEvent::forced`] (or hand every change to the engine and let its trigger filter).
+//!   The record carries the *remaining* timeout.
+//! - [`Event::Upsert`]: map `record.real` to a backend id by address, insert or update the
+//!   session with expiry `now + record.timeout`, the synced state, the FULLNAT local address
+//!   (reserved in the node's local-address pool) and the next hops; mark it as peer-installed.
+//!   [`Event::Remove`]: remove it unless local traffic owns it.
+//! - [`Event::SnapshotRequested`]: walk the table, turn sessions into records (remaining
+//!   timeout = expiry - now) and answer with [`Engine::provide_snapshot`] (or
+//!   [`transport::SyncHandle::provide_snapshot`] from another thread).
+//! - [`Event::Ready`] / [`Engine::is_ready`]: until then, do not attract traffic (no VIP
+//!   announcement, no gratuitous ARP): the table is still arriving.
+//!
 //! ## Example: two engines, no sockets
 //! ```
 //! use std::time::Duration;
