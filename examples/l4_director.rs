@@ -5,14 +5,14 @@
 //!
 //! ```sh
 //! cargo run --release --example l4_director -- --config director.toml
-//! # the harness: LINK=batched|pnet selects the link (default batched)
+//! # the harness: LINK=batched|ring|pnet selects the link (default batched)
 //! CANDIDATE_CMD="LINK=batched target/release/examples/l4_director" shared/bench/l4-compare.sh
 //! ```
 //!
 //! Configuration file:
 //! ```toml
 //! [director]
-//! link = "batched"          # batched (recvmmsg/sendmmsg) | pnet
+//! link = "batched"          # batched (recvmmsg/sendmmsg) | ring (TPACKET_V3 rx) | pnet
 //! batch = 64
 //! stats_every_secs = 10     # print ipvsadm-style counters to stderr (0: never)
 //! strict_tcp = true
@@ -280,7 +280,8 @@ fn build(cfg: &Config) -> Result<(Forwarder, Vec<BoxLink>)> {
         let link: BoxLink = match d.link.as_str() {
             "pnet" => Box::new(PnetLink::open(&p.interface, 8 << 20)?),
             "batched" => Box::new(AfPacketLink::open(&p.interface, d.batch, 8 << 20)?),
-            other => bail!("unknown link {other:?} (batched, pnet)"),
+            "ring" => Box::new(AfPacketLink::open_ring(&p.interface, d.batch, 8 << 20, 16 << 20)?),
+            other => bail!("unknown link {other:?} (batched, ring, pnet)"),
         };
         links.push(link);
     }

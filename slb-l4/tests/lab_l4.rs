@@ -2,7 +2,7 @@
 //! network namespace) between real kernel TCP/UDP peers in network namespaces: curl to nginx,
 //! a 20 MB byte-exact download and UDP, in NAT, FULLNAT (the server's capture of the SYN and
 //! handshake ACK carries the client address in TOA) and DR, with the pnet link and the batched
-//! link; and a real server killed: new connections go to the other within the health check's
+//! link (recvmmsg/sendmmsg, and with a TPACKET_V3 receive ring); and a real server killed: new connections go to the other within the health check's
 //! fall time. Skips with `LAB-SKIPPED: <name>` when not root.
 //!
 //! ```text
@@ -40,6 +40,7 @@ const BIG: usize = 20 << 20;
 enum LinkKind {
     Pnet,
     Batched,
+    Ring,
 }
 
 fn open(kind: LinkKind, ifname: &str) -> BoxLink {
@@ -47,6 +48,9 @@ fn open(kind: LinkKind, ifname: &str) -> BoxLink {
         LinkKind::Pnet => Box::new(PnetLink::open(ifname, 4 << 20).expect("pnet link")),
         LinkKind::Batched => {
             Box::new(AfPacketLink::open(ifname, 64, 4 << 20).expect("batched link"))
+        }
+        LinkKind::Ring => {
+            Box::new(AfPacketLink::open_ring(ifname, 64, 4 << 20, 4 << 20).expect("ring link"))
         }
     }
 }
@@ -345,7 +349,7 @@ fn modes_and_links(test: &str, f: impl Fn(Mode, LinkKind)) {
     if skip_unless_root(test) {
         return;
     }
-    for link in [LinkKind::Pnet, LinkKind::Batched] {
+    for link in [LinkKind::Pnet, LinkKind::Batched, LinkKind::Ring] {
         for mode in [Mode::Nat, Mode::FullNat, Mode::Dr] {
             eprintln!("--- {test}: {mode:?} over {link:?}");
             f(mode, link);
@@ -419,7 +423,7 @@ fn lab_l4_killed_server_is_avoided_within_the_fall_time() {
         jitter: 0.0,
     };
     let fall_time = (hc.fast_interval + hc.timeout) * hc.fall + hc.interval;
-    for link in [LinkKind::Pnet, LinkKind::Batched] {
+    for link in [LinkKind::Pnet, LinkKind::Batched, LinkKind::Ring] {
         let mut w = world(Mode::Nat, link, Some(hc));
         for _ in 0..4 {
             w.curl("id", None).unwrap();

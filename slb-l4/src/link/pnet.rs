@@ -42,8 +42,11 @@ impl PnetLink {
             || io::Error::new(io::ErrorKind::NotFound, format!("no interface {ifname}")),
         )?;
         let idx = sys::if_index(ifname)?;
-        let fd = sys::packet_socket(idx, SocketOpts { bind: false, auxdata: false, buffer })?
-            .into_raw_fd();
+        let fd = sys::packet_socket(
+            idx,
+            SocketOpts { bind: false, auxdata: false, buffer, qdisc_bypass: false },
+        )?
+        .into_raw_fd();
         let cfg = Config {
             read_buffer_size: READ_BUFFER,
             write_buffer_size: READ_BUFFER,

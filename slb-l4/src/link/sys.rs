@@ -12,6 +12,7 @@ use crate::frame::{CsumState, FrameBuf, FrameMeta};
 // on which libc version exports them.
 const PACKET_STATISTICS: libc::c_int = 6;
 const PACKET_AUXDATA: libc::c_int = 8;
+const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 const SO_RCVBUFFORCE: libc::c_int = 33;
@@ -79,6 +80,8 @@ pub(crate) struct SocketOpts {
     pub(crate) auxdata: bool,
     /// Receive and send buffer sizes in bytes.
     pub(crate) buffer: usize,
+    /// Send straight to the driver, skipping the qdisc layer (`PACKET_QDISC_BYPASS`).
+    pub(crate) qdisc_bypass: bool,
 }
 
 /// Opens a non-blocking AF_PACKET socket for all protocols on interface `ifindex` that does not
@@ -101,6 +104,9 @@ pub(crate) fn packet_socket(ifindex: i32, opts: SocketOpts) -> io::Result<OwnedF
     if opts.auxdata {
         setsockopt_int(raw, libc::SOL_PACKET, PACKET_AUXDATA, 1)?;
     }
+    if opts.qdisc_bypass {
+        setsockopt_int(raw, libc::SOL_PACKET, PACKET_QDISC_BYPASS, 1)?;
+    }
     let size = opts.buffer.min(i32::MAX as usize) as libc::c_int;
     // FORCE variants exceed rmem_max/wmem_max as root; fall back to the capped ones.
     if setsockopt_int(raw, libc::SOL_SOCKET, SO_RCVBUFFORCE, size).is_err() {
@@ -110,21 +116,27 @@ pub(crate) fn packet_socket(ifindex: i32, opts: SocketOpts) -> io::Result<OwnedF
         setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, size)?;
     }
     if opts.bind {
-        // SAFETY: an all-zero sockaddr_ll is a valid value of that plain C struct.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-        sll.sll_ifindex = ifindex;
-        // SAFETY: `sll` is a valid sockaddr_ll and its exact size is passed.
-        check(unsafe {
-            libc::bind(
-                raw,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        })?;
+        bind_to(raw, ifindex)?;
     }
     Ok(fd)
+}
+
+/// Binds a packet socket to interface `ifindex` (all protocols).
+pub(crate) fn bind_to(fd: RawFd, ifindex: i32) -> io::Result<()> {
+    // SAFETY: an all-zero sockaddr_ll is a valid value of that plain C struct.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = ifindex;
+    // SAFETY: `sll` is a valid sockaddr_ll and its exact size is passed.
+    check(unsafe {
+        libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
 }
 
 /// Frames the kernel dropped on this socket since the last call (PACKET_STATISTICS resets).
@@ -314,5 +326,202 @@ impl Mmsg {
             }
         }
         Ok(sent)
+    }
+}
+
+// ---------- TPACKET_V3 receive ring ----------
+
+const PACKET_RX_RING: libc::c_int = 5;
+const PACKET_VERSION: libc::c_int = 10;
+const TPACKET_V3: libc::c_int = 2;
+const TP_STATUS_KERNEL: u32 = 0;
+const TP_STATUS_USER: u32 = 1;
+
+/// `struct tpacket_req3`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct TpacketReq3 {
+    tp_block_size: u32,
+    tp_block_nr: u32,
+    tp_frame_size: u32,
+    tp_frame_nr: u32,
+    tp_retire_blk_tov: u32,
+    tp_sizeof_priv: u32,
+    tp_feature_req_word: u32,
+}
+
+// Offsets in `struct tpacket_block_desc` (version, offset_to_priv, then tpacket_hdr_v1).
+const BD_BLOCK_STATUS: usize = 8;
+const BD_NUM_PKTS: usize = 12;
+const BD_OFFSET_TO_FIRST_PKT: usize = 16;
+// Offsets in `struct tpacket3_hdr`.
+const PH_NEXT_OFFSET: usize = 0;
+const PH_SNAPLEN: usize = 12;
+const PH_LEN: usize = 16;
+const PH_STATUS: usize = 20;
+const PH_MAC: usize = 24;
+
+/// A TPACKET_V3 receive ring mapped from a packet socket: the kernel writes frames into blocks
+/// of shared memory and hands a block over by setting its status; reading frames costs no
+/// system call while blocks are ready.
+pub(crate) struct RxRing {
+    base: *mut u8,
+    size: usize,
+    block_size: usize,
+    blocks: usize,
+    /// Current block, packets left in it, offset of the next packet in it.
+    block: usize,
+    left: u32,
+    next: usize,
+}
+
+// SAFETY: the mapping belongs to this value alone (one socket, one reader); moving it to another
+// thread moves the only reader with it.
+unsafe impl Send for RxRing {}
+
+impl std::fmt::Debug for RxRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RxRing")
+            .field("blocks", &self.blocks)
+            .field("block_size", &self.block_size)
+            .finish()
+    }
+}
+
+impl RxRing {
+    /// Sets TPACKET_V3 on `fd` (before bind) and maps a ring of `blocks` blocks of
+    /// `block_size` bytes; a block is handed over when full or after `retire_ms`.
+    pub(crate) fn new(
+        fd: RawFd,
+        block_size: usize,
+        blocks: usize,
+        frame_size: usize,
+        retire_ms: u32,
+    ) -> io::Result<Self> {
+        setsockopt_int(fd, libc::SOL_PACKET, PACKET_VERSION, TPACKET_V3)?;
+        let req = TpacketReq3 {
+            tp_block_size: block_size as u32,
+            tp_block_nr: blocks as u32,
+            tp_frame_size: frame_size as u32,
+            tp_frame_nr: (block_size / frame_size * blocks) as u32,
+            tp_retire_blk_tov: retire_ms,
+            ..TpacketReq3::default()
+        };
+        // SAFETY: `req` lives across the call and its exact size is passed; the kernel reads it.
+        check(unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                PACKET_RX_RING,
+                (&req as *const TpacketReq3).cast(),
+                size_of::<TpacketReq3>() as libc::socklen_t,
+            )
+        })?;
+        let size = block_size * blocks;
+        // SAFETY: mapping the ring the kernel just allocated for this socket, at a fresh address.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(RxRing { base: p.cast(), size, block_size, blocks, block: 0, left: 0, next: 0 })
+    }
+
+    fn block_ptr(&self, b: usize) -> *mut u8 {
+        // SAFETY (of the arithmetic): b < blocks, so the offset stays inside the mapping.
+        unsafe { self.base.add(b * self.block_size) }
+    }
+
+    fn status(&self, b: usize) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: block_status is a 4-byte-aligned u32 inside block `b` of the live mapping; the
+        // kernel and this reader hand the block back and forth through it, hence the atomic.
+        unsafe { &*(self.block_ptr(b).add(BD_BLOCK_STATUS) as *const std::sync::atomic::AtomicU32) }
+    }
+
+    /// Copies up to `bufs.len()` frames out of the ring. Returns (frames, oversize frames).
+    pub(crate) fn recv(&mut self, bufs: &mut [FrameBuf]) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        let (mut n, mut oversize) = (0, 0);
+        while n < bufs.len() {
+            if self.left == 0 {
+                if self.next != 0 {
+                    // Finished this block: give it back, move on.
+                    self.status(self.block).store(TP_STATUS_KERNEL, Ordering::Release);
+                    self.block = (self.block + 1) % self.blocks;
+                    self.next = 0;
+                }
+                if self.status(self.block).load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+                    break;
+                }
+                let bp = self.block_ptr(self.block);
+                // SAFETY: the block is ours (status USER); its header fields are u32s at fixed
+                // offsets inside the block.
+                unsafe {
+                    self.left = std::ptr::read_unaligned(bp.add(BD_NUM_PKTS) as *const u32);
+                    self.next =
+                        std::ptr::read_unaligned(bp.add(BD_OFFSET_TO_FIRST_PKT) as *const u32)
+                            as usize;
+                }
+                if self.left == 0 {
+                    // An empty (timed-out) block: release it at the top of the loop.
+                    self.next = self.next.max(1);
+                    continue;
+                }
+            }
+            let bp = self.block_ptr(self.block);
+            if self.next >= self.block_size {
+                self.left = 0;
+                continue;
+            }
+            // SAFETY: `next` is an offset the kernel wrote for a packet inside this block (checked
+            // against the block size above); the packet header's fields are read unaligned, and
+            // the frame is copied only when it lies inside the block.
+            unsafe {
+                let ph = bp.add(self.next);
+                let next_off =
+                    std::ptr::read_unaligned(ph.add(PH_NEXT_OFFSET) as *const u32) as usize;
+                let snap = std::ptr::read_unaligned(ph.add(PH_SNAPLEN) as *const u32) as usize;
+                let len = std::ptr::read_unaligned(ph.add(PH_LEN) as *const u32) as usize;
+                let status = std::ptr::read_unaligned(ph.add(PH_STATUS) as *const u32);
+                let mac = std::ptr::read_unaligned(ph.add(PH_MAC) as *const u16) as usize;
+                let inside = self.next + mac + snap <= self.block_size;
+                if len > snap || snap > bufs[n].capacity() || !inside {
+                    oversize += 1;
+                } else {
+                    let area = bufs[n].recv_area();
+                    std::ptr::copy_nonoverlapping(ph.add(mac), area.as_mut_ptr(), snap);
+                    let csum = if status & TP_STATUS_CSUMNOTREADY != 0 {
+                        CsumState::Partial
+                    } else {
+                        CsumState::Complete
+                    };
+                    bufs[n].set_received(snap, FrameMeta { csum });
+                    n += 1;
+                }
+                self.left -= 1;
+                if next_off == 0 {
+                    self.left = 0;
+                }
+                self.next += next_off.max(1);
+            }
+        }
+        (n, oversize)
+    }
+}
+
+impl Drop for RxRing {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `new`, which nothing else refers to.
+        unsafe {
+            libc::munmap(self.base.cast(), self.size);
+        }
     }
 }
