@@ -53,6 +53,10 @@ pub struct Config {
     /// `max_peers + 1` origins are held, so the engine remembers at most
     /// `max_entries_per_origin * (max_peers + 1)` sessions.
     pub max_entries_per_origin: usize,
+    /// Session keys to reserve room for up front (default 0: grow on demand). Growing a table
+    /// of hundreds of thousands of keys rehashes it in one step (tens of milliseconds); a
+    /// director that knows its size avoids those pauses.
+    pub known_capacity: usize,
     /// Datagrams waiting in `poll_transmit` (default 4096).
     pub max_transmit_queue: usize,
     /// Events waiting in `poll_event` (default 65536).
@@ -122,6 +126,7 @@ impl Config {
             max_reorder: 4096,
             max_peers: 64,
             max_entries_per_origin: 1 << 20,
+            known_capacity: 0,
             max_transmit_queue: 4096,
             max_event_queue: 1 << 16,
             resync_on_start: true,

@@ -8,7 +8,7 @@
 //!
 //! Session keys come from client traffic, so the map is hashed with a secret key
 //! ([`HashKey`], derived from the cluster secret): clients cannot aim collisions at it. Expiry
-//! uses one bucket per second (`BTreeMap<second, keys>`), O(1) per refresh; stale bucket
+//! uses one bucket per ~16 ms (`BTreeMap<bucket, keys>`), O(log buckets) per refresh; stale bucket
 //! entries (the key was refreshed since) are skipped by the sweep, and the buckets are rebuilt
 //! when they hold more than twice the live entries.
 
@@ -58,7 +58,13 @@ impl Hasher for PassThrough {
 
 type Map = HashMap<Slot, Known, BuildHasherDefault<PassThrough>>;
 
-const NANOS: u64 = 1_000_000_000;
+/// Expiry bucket width: 2^24 ns (about 16.8 ms). Small buckets keep each one short (no large
+/// reallocation while a burst of sessions lands in one bucket) at the cost of more buckets.
+const BUCKET_SHIFT: u32 = 24;
+
+fn bucket_of(at: Instant) -> u64 {
+    at.as_nanos().div_ceil(1 << BUCKET_SHIFT)
+}
 
 /// One remembered version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,9 +111,14 @@ impl std::fmt::Debug for PassThrough {
 }
 
 impl KnownTable {
-    pub(crate) fn new(max_per_origin: usize, max_origins: usize, hash_key: HashKey) -> Self {
+    pub(crate) fn new(
+        max_per_origin: usize,
+        max_origins: usize,
+        hash_key: HashKey,
+        capacity: usize,
+    ) -> Self {
         KnownTable {
-            map: Map::default(),
+            map: Map::with_capacity_and_hasher(capacity, Default::default()),
             hash_key,
             buckets: BTreeMap::new(),
             bucketed: 0,
@@ -132,7 +143,7 @@ impl KnownTable {
     }
 
     fn bucket(&mut self, at: Instant, slot: Slot) {
-        self.buckets.entry(at.as_nanos().div_ceil(NANOS)).or_default().push(slot);
+        self.buckets.entry(bucket_of(at)).or_default().push(slot);
         self.bucketed += 1;
     }
 
@@ -156,7 +167,7 @@ impl KnownTable {
                     *self.per_origin.entry(k.origin).or_insert(0) += 1;
                 }
                 o.insert(k);
-                old.expires.as_nanos().div_ceil(NANOS) != k.expires.as_nanos().div_ceil(NANOS)
+                bucket_of(old.expires) != bucket_of(k.expires)
             }
             Entry::Vacant(v) => {
                 if count >= self.max_per_origin {
@@ -179,7 +190,7 @@ impl KnownTable {
     fn rebuild_buckets(&mut self) {
         let mut b: BTreeMap<u64, Vec<Slot>> = BTreeMap::new();
         for (s, k) in &self.map {
-            b.entry(k.expires.as_nanos().div_ceil(NANOS)).or_default().push(*s);
+            b.entry(bucket_of(k.expires)).or_default().push(*s);
         }
         self.buckets = b;
         self.bucketed = self.map.len();
@@ -191,7 +202,7 @@ impl KnownTable {
         let mut left = budget;
         while left > 0 {
             let Some(mut first) = self.buckets.first_entry() else { break };
-            if first.key().saturating_mul(NANOS) > now.as_nanos() {
+            if first.key().saturating_mul(1 << BUCKET_SHIFT) > now.as_nanos() {
                 break;
             }
             let slots = first.get_mut();
@@ -258,7 +269,7 @@ mod tests {
 
     #[test]
     fn per_origin_limit_expiry_and_heap_bound() {
-        let mut t = KnownTable::new(2, 2, HashKey::new(1, 2));
+        let mut t = KnownTable::new(2, 2, HashKey::new(1, 2), 0);
         assert!(t.insert(key(1), known(1, 10)));
         assert!(t.insert(key(2), known(1, 20)));
         assert!(!t.insert(key(3), known(1, 20)), "origin 1 is full");

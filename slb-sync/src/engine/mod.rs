@@ -118,6 +118,7 @@ impl Engine {
                 cfg.max_entries_per_origin,
                 cfg.max_peers.saturating_add(1),
                 cfg.key.hash_key(),
+                cfg.known_capacity,
             ),
             outgoing: Vec::new(),
             next_request: 1,
