@@ -45,7 +45,8 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (config, demo) = if let Some(path) = &args.config {
         (Config::from_file(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?, false)
-    } else if let (Ok(listen), Ok(backends)) = (std::env::var("LISTEN"), std::env::var("BACKENDS")) {
+    } else if let (Ok(listen), Ok(backends)) = (std::env::var("LISTEN"), std::env::var("BACKENDS"))
+    {
         (contract_config(&listen, &backends)?, false)
     } else {
         (Config::default(), true)
@@ -54,12 +55,20 @@ fn main() -> anyhow::Result<()> {
         .workers
         .or_else(|| std::env::var("WORKERS").ok().and_then(|w| w.parse().ok()))
         .unwrap_or(config.server.workers);
-    let workers = if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let workers = if workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        workers
+    };
+    // One worker: a current-thread runtime (no work-stealing bookkeeping, like one nginx
+    // worker). More: one multi-thread runtime, so that the upstream keep-alive pool and every
+    // connection are shared by all workers.
+    let rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()
+    }
+    .context("tokio runtime")?;
     rt.block_on(async move {
         let config = if demo { demo_config().await? } else { config };
         let running = Proxy::from_config(config)?.start().await?;
@@ -100,7 +109,11 @@ fn contract_config(listen: &str, backends: &str) -> anyhow::Result<Config> {
     match (std::env::var_os("TLS_CERT"), std::env::var_os("TLS_KEY")) {
         (Some(cert), Some(key)) => {
             cfg.listeners[0].tls = Some(ListenerTls {
-                certificates: vec![CertConfig { cert: cert.into(), key: key.into(), names: Vec::new() }],
+                certificates: vec![CertConfig {
+                    cert: cert.into(),
+                    key: key.into(),
+                    names: Vec::new(),
+                }],
             });
         }
         (None, None) => {}
@@ -124,7 +137,10 @@ async fn demo_config() -> anyhow::Result<Config> {
     pool.health.kind = "http".into();
     pool.health.path = "/healthz".into();
     let mut cfg = Config {
-        listeners: vec![ListenerConfig { address: "127.0.0.1:8080".into(), ..ListenerConfig::default() }],
+        listeners: vec![ListenerConfig {
+            address: "127.0.0.1:8080".into(),
+            ..ListenerConfig::default()
+        }],
         default_pool: Some("demo".into()),
         ..Config::default()
     };
@@ -139,16 +155,18 @@ async fn demo_backend(listener: tokio::net::TcpListener, name: String) {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let name = name.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let body = format!("ok from {name}, you asked for {}\n", req.uri());
-                let resp = hyper::Response::builder()
-                    .header("X-Backend", name.as_str())
-                    .body(Full::new(Bytes::from(body)))
-                    .expect("static response");
-                async move { Ok::<_, Infallible>(resp) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let body = format!("ok from {name}, you asked for {}\n", req.uri());
+                    let resp = hyper::Response::builder()
+                        .header("X-Backend", name.as_str())
+                        .body(Full::new(Bytes::from(body)))
+                        .expect("static response");
+                    async move { Ok::<_, Infallible>(resp) }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }
-

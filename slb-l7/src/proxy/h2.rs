@@ -210,7 +210,8 @@ pub(crate) struct UpstreamBody {
 
 impl UpstreamBody {
     fn new(mut a: Answer, framing: Framing, pool: Arc<Pool>, read_timeout: Duration) -> Self {
-        let _ = a.conn.rbuf.split_to(a.head.head_len);
+        // Advance rather than split: the buffer stays unshared and keeps its allocation.
+        bytes::Buf::advance(&mut a.conn.rbuf, a.head.head_len);
         let remaining = match framing {
             Framing::Length(n) => n,
             _ => 0,
@@ -251,7 +252,8 @@ impl UpstreamBody {
             Framing::Length(_) => {
                 let take =
                     a.conn.rbuf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-                let data = a.conn.rbuf.split_to(take).freeze();
+                let data = Bytes::copy_from_slice(&a.conn.rbuf[..take]);
+                bytes::Buf::advance(&mut a.conn.rbuf, take);
                 self.remaining -= take as u64;
                 if self.remaining == 0 {
                     self.finish();
@@ -268,13 +270,17 @@ impl UpstreamBody {
                         return Some(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
                     }
                 };
-                let _ = a.conn.rbuf.split_to(n);
+                bytes::Buf::advance(&mut a.conn.rbuf, n);
                 if self.decoder.is_done() {
                     self.finish();
                 }
                 if out.is_empty() { None } else { Some(Ok(out.freeze())) }
             }
-            Framing::UntilClose => Some(Ok(a.conn.rbuf.split().freeze())),
+            Framing::UntilClose => {
+                let data = Bytes::copy_from_slice(&a.conn.rbuf);
+                a.conn.rbuf.clear();
+                Some(Ok(data))
+            }
             Framing::None => None,
         }
     }
