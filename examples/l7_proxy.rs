@@ -60,34 +60,26 @@ fn main() -> anyhow::Result<()> {
     } else {
         workers
     };
-    // One worker: a current-thread runtime (no work-stealing bookkeeping, like one nginx
-    // worker). More: one multi-thread runtime, so that the upstream keep-alive pool and every
-    // connection are shared by all workers.
-    let rt = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()
+    // The main thread's runtime handles signals (and runs the demo backends); the proxy runs
+    // on its own worker threads, one current-thread runtime each (Proxy::start_workers).
+    let main_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let config = if demo { main_rt.block_on(demo_config())? } else { config };
+    let running = Proxy::from_config(config)?.start_workers(workers)?;
+    for a in running.local_addrs() {
+        tracing::info!("listening on {a} with {workers} worker threads");
     }
-    .context("tokio runtime")?;
-    rt.block_on(async move {
-        let config = if demo { demo_config().await? } else { config };
-        let running = Proxy::from_config(config)?.start().await?;
-        for a in running.local_addrs() {
-            tracing::info!("listening on {a} with {workers} worker threads");
-        }
-        if let Some(a) = running.status_addr() {
-            tracing::info!("status on http://{a}/status, metrics on http://{a}/metrics");
-        }
-        if demo {
-            println!("try: curl -i http://127.0.0.1:8080/   (Ctrl-C to stop)");
-        }
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        running.shutdown().await;
-        anyhow::Ok(())
-    })?;
-    // Connections still open are dropped with the runtime.
-    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    if let Some(a) = running.status_addr() {
+        tracing::info!("status on http://{a}/status, metrics on http://{a}/metrics");
+    }
+    if demo {
+        println!("try: curl -i http://127.0.0.1:8080/   (Ctrl-C to stop)");
+    }
+    main_rt.block_on(wait_for_signal());
+    tracing::info!("shutting down");
+    running.shutdown();
     Ok(())
 }
 

@@ -59,4 +59,4 @@ pub mod tls;
 mod upstream;
 
 pub use metrics::BackendStats;
-pub use server::{Proxy, ProxyBuilder, ProxyHandle, RunningProxy};
+pub use server::{Proxy, ProxyBuilder, ProxyHandle, RunningProxy, Workers};

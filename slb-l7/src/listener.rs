@@ -25,15 +25,24 @@ pub(crate) struct ListenerPlan {
     pub(crate) max_connections: usize,
 }
 
-/// Binds `addr` with SO_REUSEADDR and a deep backlog.
-pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Binds `addr` with SO_REUSEADDR (and SO_REUSEPORT when `reuse_port`, so that several worker
+/// runtimes can each accept on their own socket) and a deep backlog.
+pub(crate) fn bind_std(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
     let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     sock.set_reuse_address(true)?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(4096)?;
-    TcpListener::from_std(sock.into())
+    Ok(sock.into())
+}
+
+/// [`bind_std`] without SO_REUSEPORT, registered with the current runtime.
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(bind_std(addr, false)?)
 }
 
 /// Accepts connections until `shutdown` turns true.

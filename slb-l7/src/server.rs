@@ -15,6 +15,7 @@ use slb_core::flow::HashKey;
 use slb_core::health::{HealthConfig, HealthProbe, HealthStatus, OutlierConfig};
 use slb_core::sched::{SchedulerConfig, SchedulerKind};
 use slb_core::time::Clock;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -22,7 +23,7 @@ use crate::config::{Config, ConfigError, HeaderRulesConfig, PoolConfig};
 use crate::health::{Discovery, HttpProbe, TcpProbe};
 use crate::http::headers::{ForwardedFor, HeaderRules};
 use crate::http::request::RequestLimits;
-use crate::listener::{ListenerPlan, accept_loop, bind};
+use crate::listener::{ListenerPlan, accept_loop, bind, bind_std};
 use crate::pool::{
     ActiveHealth, BackendSpec, HashSource, Pool, PoolSettings, RetryPolicy, SchedulerFactory,
 };
@@ -167,9 +168,13 @@ impl ProxyBuilder {
         check.validate()?;
         let clock = Clock::with_origin(std::time::Instant::now());
         let hash_key = self.hash_key.unwrap_or_default();
+        // One idle-connection shard per possible worker runtime (see `start_workers`).
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shards = cfg.server.workers.max(cpus);
         let mut pools = HashMap::new();
         for (name, pc) in &cfg.pools {
-            let pool = build_pool(name, pc, &self.probes, &self.schedulers, hash_key, clock)?;
+            let pool =
+                build_pool(name, pc, &self.probes, &self.schedulers, hash_key, clock, shards)?;
             pools.insert(name.clone(), pool);
         }
         let router = build_router(&cfg, &pools);
@@ -338,6 +343,7 @@ fn build_pool(
     schedulers: &HashMap<String, Arc<dyn SchedulerFactory>>,
     hash_key: HashKey,
     clock: Clock,
+    shards: usize,
 ) -> Result<Arc<Pool>, ConfigError> {
     let f = format!("pools.{name}");
     let kind = SchedulerKind::from_str(&pc.scheduler)
@@ -419,6 +425,7 @@ fn build_pool(
         count_5xx: pc.passive.count_5xx,
         connector,
         keepalive: KeepAlive {
+            shards,
             max_idle: pc.keepalive.max_idle_per_backend,
             idle_timeout: pc.keepalive.idle_timeout.0,
             max_requests: pc.keepalive.max_requests,
@@ -472,15 +479,14 @@ impl Proxy {
         ProxyHandle { shared: self.shared.clone() }
     }
 
-    /// Binds every listener and starts serving on the current tokio runtime.
+    /// Binds every listener and starts serving on the current tokio runtime (any flavour); the
+    /// upstream keep-alive pool is shared by all of its threads.
     pub async fn start(self) -> io::Result<RunningProxy> {
         let (tx, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut addrs = Vec::new();
         for plan in self.listeners {
-            let l = bind(plan.addr).map_err(|e| {
-                io::Error::new(e.kind(), format!("listener {} ({}): {e}", plan.name, plan.addr))
-            })?;
+            let l = bind(plan.addr).map_err(|e| listen_error(&plan, e))?;
             addrs.push((plan.name.clone(), l.local_addr()?));
             tasks.push(tokio::spawn(accept_loop(
                 l,
@@ -489,31 +495,137 @@ impl Proxy {
                 rx.clone(),
             )));
         }
-        for pool in self.shared.pools.load().iter() {
-            tasks.push(tokio::spawn(crate::health::run_checks(pool.clone(), rx.clone())));
-            tasks.push(tokio::spawn(crate::health::run_maintenance(pool.clone(), rx.clone())));
-        }
-        for (name, d, interval) in self.discovery {
-            if let Some(pool) = self.shared.pools.load().iter().find(|p| p.name() == name) {
-                tasks.push(tokio::spawn(crate::health::run_discovery(
-                    pool.clone(),
-                    d,
-                    interval,
-                    rx.clone(),
-                )));
-            }
-        }
-        let handle = ProxyHandle { shared: self.shared.clone() };
-        let status_addr = match self.status {
-            Some(a) => {
-                let l = bind(a)?;
-                let addr = l.local_addr()?;
-                tasks.push(tokio::spawn(crate::status::serve(l, handle.clone(), rx.clone())));
-                Some(addr)
-            }
+        let status = match self.status {
+            Some(a) => Some(bind(a)?),
             None => None,
         };
+        let status_addr = status.as_ref().map(|l| l.local_addr()).transpose()?;
+        let handle = ProxyHandle { shared: self.shared.clone() };
+        tasks.extend(spawn_background(&handle, self.discovery, status, &rx));
         Ok(RunningProxy { handle, addrs, status_addr, shutdown: tx, tasks })
+    }
+
+    /// Starts `workers` threads, each with its own current-thread tokio runtime and its own
+    /// SO_REUSEPORT socket per listener (the kernel spreads connections over them), like nginx
+    /// worker processes. Routing, pools, health and counters are shared; each backend's idle
+    /// keep-alive connections are kept per worker, so that a socket stays on the reactor that
+    /// registered it. Health checks, discovery and the status endpoint run on worker 0.
+    pub fn start_workers(self, workers: usize) -> io::Result<Workers> {
+        let workers = workers.max(1);
+        let (tx, rx) = watch::channel(false);
+        let mut per_worker: Vec<Vec<(Arc<ListenerPlan>, std::net::TcpListener)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        let mut addrs = Vec::new();
+        for plan in self.listeners {
+            let plan = Arc::new(plan);
+            let first = bind_std(plan.addr, true).map_err(|e| listen_error(&plan, e))?;
+            let actual = first.local_addr()?;
+            addrs.push((plan.name.clone(), actual));
+            per_worker[0].push((plan.clone(), first));
+            for socks in per_worker.iter_mut().skip(1) {
+                socks.push((
+                    plan.clone(),
+                    bind_std(actual, true).map_err(|e| listen_error(&plan, e))?,
+                ));
+            }
+        }
+        let status = self.status.map(|a| bind_std(a, false)).transpose()?;
+        let status_addr = status.as_ref().map(|l| l.local_addr()).transpose()?;
+        let handle = ProxyHandle { shared: self.shared.clone() };
+        let mut background = Some((self.discovery, status));
+        let mut threads = Vec::new();
+        for (i, listeners) in per_worker.into_iter().enumerate() {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (shared, handle, mut rx) = (self.shared.clone(), handle.clone(), rx.clone());
+            let background = if i == 0 { background.take() } else { None };
+            let t = std::thread::Builder::new().name(format!("slb-l7-w{i}")).spawn(move || {
+                crate::upstream::set_worker(i);
+                rt.block_on(async move {
+                    for (plan, l) in listeners {
+                        match TcpListener::from_std(l) {
+                            Ok(l) => {
+                                drop(tokio::spawn(accept_loop(l, plan, shared.clone(), rx.clone())))
+                            }
+                            Err(e) => tracing::error!(worker = i, error = %e, "listener"),
+                        }
+                    }
+                    if let Some((discovery, status)) = background {
+                        let status = status.and_then(|l| TcpListener::from_std(l).ok());
+                        drop(spawn_background(&handle, discovery, status, &rx));
+                    }
+                    let _ = rx.wait_for(|stop| *stop).await;
+                });
+            })?;
+            threads.push(t);
+        }
+        Ok(Workers { handle, addrs, status_addr, shutdown: tx, threads })
+    }
+}
+
+fn listen_error(plan: &ListenerPlan, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("listener {} ({}): {e}", plan.name, plan.addr))
+}
+
+/// Health checks and maintenance of every pool, discovery, and the status endpoint.
+fn spawn_background(
+    handle: &ProxyHandle,
+    discovery: Vec<(String, Arc<dyn Discovery>, Duration)>,
+    status: Option<TcpListener>,
+    rx: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for pool in handle.pools() {
+        tasks.push(tokio::spawn(crate::health::run_checks(pool.clone(), rx.clone())));
+        tasks.push(tokio::spawn(crate::health::run_maintenance(pool, rx.clone())));
+    }
+    for (name, d, interval) in discovery {
+        if let Some(pool) = handle.pool(&name) {
+            tasks.push(tokio::spawn(crate::health::run_discovery(pool, d, interval, rx.clone())));
+        }
+    }
+    if let Some(l) = status {
+        tasks.push(tokio::spawn(crate::status::serve(l, handle.clone(), rx.clone())));
+    }
+    tasks
+}
+
+/// A proxy running on its own worker threads ([`Proxy::start_workers`]).
+#[derive(Debug)]
+pub struct Workers {
+    handle: ProxyHandle,
+    addrs: Vec<(String, SocketAddr)>,
+    status_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// The bound address of the listener named `name`.
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// Bound addresses of all listeners, in configuration order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs.iter().map(|(_, a)| *a).collect()
+    }
+
+    /// The status endpoint's bound address.
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status_addr
+    }
+
+    /// A handle to the pools.
+    pub fn handle(&self) -> ProxyHandle {
+        self.handle.clone()
+    }
+
+    /// Stops every worker (their runtimes end, dropping open connections) and waits for them.
+    pub fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
     }
 }
 

@@ -150,25 +150,56 @@ impl Connector {
     }
 }
 
-/// Idle keep-alive connections of one backend.
-#[derive(Debug, Default)]
+thread_local! {
+    /// Index of the per-worker runtime this thread runs (0 outside [`crate::Proxy::start_workers`]).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as worker `i` (per-worker runtimes).
+pub(crate) fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
+/// Idle keep-alive connections of one backend, shared by every worker thread.
+///
+/// The pool is split into shards, one per worker runtime: a socket stays with the reactor that
+/// registered it (a task on another current-thread runtime could use it, but every readiness event
+/// would then cross threads). On a multi-thread runtime all threads are worker 0 and share one
+/// shard.
+#[derive(Debug)]
 pub(crate) struct IdlePool {
-    idle: Mutex<Vec<UpConn>>,
+    shards: Box<[Mutex<Vec<UpConn>>]>,
+}
+
+impl Default for IdlePool {
+    fn default() -> Self {
+        IdlePool::new(1)
+    }
 }
 
 /// Keep-alive limits.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct KeepAlive {
+    /// Shards of each backend's idle pool (one per worker runtime).
+    pub(crate) shards: usize,
     pub(crate) max_idle: usize,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_requests: u64,
 }
 
 impl IdlePool {
-    /// The most recently used live idle connection, if any.
+    pub(crate) fn new(shards: usize) -> Self {
+        IdlePool { shards: (0..shards.max(1)).map(|_| Mutex::new(Vec::new())).collect() }
+    }
+
+    fn shard(&self) -> &Mutex<Vec<UpConn>> {
+        &self.shards[WORKER.with(|w| w.get()) % self.shards.len()]
+    }
+
+    /// The most recently used live idle connection of this worker, if any.
     pub(crate) fn checkout(&self, ka: &KeepAlive) -> Option<UpConn> {
         loop {
-            let conn = self.idle.lock().pop()?;
+            let conn = self.shard().lock().pop()?;
             if conn.idle_since.elapsed() < ka.idle_timeout && !conn.looks_dead() {
                 return Some(conn);
             }
@@ -185,22 +216,27 @@ impl IdlePool {
             return;
         }
         conn.idle_since = StdInstant::now();
-        let mut idle = self.idle.lock();
-        if idle.len() < ka.max_idle {
+        let per_shard = ka.max_idle.div_ceil(self.shards.len()).max(1);
+        let mut idle = self.shard().lock();
+        if idle.len() < per_shard {
             idle.push(conn);
         }
     }
 
     /// Closes idle connections that timed out or died; returns how many remain.
     pub(crate) fn sweep(&self, ka: &KeepAlive) -> usize {
-        let mut idle = self.idle.lock();
-        idle.retain(|c| c.idle_since.elapsed() < ka.idle_timeout && !c.looks_dead());
-        idle.len()
+        let mut n = 0;
+        for shard in self.shards.iter() {
+            let mut idle = shard.lock();
+            idle.retain(|c| c.idle_since.elapsed() < ka.idle_timeout && !c.looks_dead());
+            n += idle.len();
+        }
+        n
     }
 
     /// Number of idle connections.
     pub(crate) fn len(&self) -> usize {
-        self.idle.lock().len()
+        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 }
 

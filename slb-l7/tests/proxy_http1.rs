@@ -235,3 +235,33 @@ async fn hashing_by_header_cookie_and_client_ip_is_sticky() {
         p.shutdown().await;
     }
 }
+
+#[test]
+fn per_worker_runtimes_share_routing_and_pools() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bs = rt.block_on(async { [Backend::start("a").await, Backend::start("b").await] });
+    let cfg = slb_l7::config::Config::simple(
+        "127.0.0.1:0",
+        "app",
+        &[&bs[0].addr.to_string(), &bs[1].addr.to_string()],
+    );
+    let workers = slb_l7::Proxy::from_config(cfg).unwrap().start_workers(2).unwrap();
+    let addr = workers.local_addr("main").unwrap();
+    rt.block_on(async {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..40 {
+            let r = get(addr, "/").await;
+            assert_eq!(r.status, 200);
+            seen.insert(r.header("x-backend").unwrap().to_owned());
+        }
+        assert_eq!(seen.len(), 2);
+    });
+    let pool = workers.handle().pool("app").unwrap();
+    let total: u64 = pool.backends().iter().map(|b| b.stats.requests()).sum();
+    assert_eq!(total, 40, "one pool, counted across workers");
+    workers.shutdown();
+    assert!(
+        rt.block_on(async { tokio::net::TcpStream::connect(addr).await.is_err() }),
+        "listeners closed"
+    );
+}

@@ -315,7 +315,7 @@ impl Pool {
                 Arc::new(BackendSlot {
                     id: m.id,
                     addr: m.spec.addr,
-                    idle: IdlePool::default(),
+                    idle: IdlePool::new(self.settings.keepalive.shards),
                     stats: m.stats.clone(),
                     consecutive: AtomicU32::new(0),
                 })
