@@ -13,8 +13,8 @@ const POINTS_PER_WEIGHT: u64 = 160;
 /// that turns the "first point >= h" search into a short search within one bucket.
 #[derive(Debug, Default)]
 pub(crate) struct Ring {
-    hashes: Vec<u32>,
-    owners: Vec<u32>,
+    /// (point hash, owner set index), ascending by hash: one cache line holds both.
+    points: Vec<(u32, u32)>,
     /// `index[p]` = number of points whose top `bits` bits are `< p`.
     index: Vec<u32>,
     shift: u32,
@@ -94,14 +94,14 @@ impl Ring {
         }
         *index.last_mut().unwrap_or(&mut 0) = kept as u32;
         sorted.truncate(kept);
-        let hashes: Vec<u32> = sorted.iter().map(|&p| (p >> 32) as u32).collect();
-        let owners: Vec<u32> = sorted.iter().map(|&p| by_addr[p as u32 as usize].1).collect();
-        Ring { hashes, owners, index, shift }
+        let points =
+            sorted.iter().map(|&p| ((p >> 32) as u32, by_addr[p as u32 as usize].1)).collect();
+        Ring { points, index, shift }
     }
 
     /// Number of points.
     pub(crate) fn len(&self) -> usize {
-        self.hashes.len()
+        self.points.len()
     }
 
     /// Position of the first point `>= h`, wrapping to 0 past the last point.
@@ -109,20 +109,20 @@ impl Ring {
     pub(crate) fn find(&self, h: u32) -> usize {
         let p = ((h as u64) >> self.shift) as usize;
         let (lo, hi) = (self.index[p] as usize, self.index[p + 1] as usize);
-        let pos = lo + self.hashes[lo..hi].partition_point(|&x| x < h);
-        if pos == self.hashes.len() { 0 } else { pos }
+        let pos = lo + self.points[lo..hi].partition_point(|&(x, _)| x < h);
+        if pos == self.points.len() { 0 } else { pos }
     }
 
     /// The backend (set index) owning the point at `pos`.
     #[inline(always)]
     pub(crate) fn owner(&self, pos: usize) -> u32 {
-        self.owners[pos]
+        self.points[pos].1
     }
 
     /// The point hashes, ascending.
     #[cfg(test)]
-    pub(crate) fn hashes(&self) -> &[u32] {
-        &self.hashes
+    pub(crate) fn hashes(&self) -> Vec<u32> {
+        self.points.iter().map(|p| p.0).collect()
     }
 }
 

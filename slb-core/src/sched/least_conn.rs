@@ -16,26 +16,46 @@ fn overhead(ctx: &PickContext<'_>, set: &BackendSet, i: usize) -> u128 {
     u128::from(ctx.load_of(set, i)) * 256 + u128::from(ctx.inactive_of(set, i))
 }
 
-/// Keeps the usable backend with the smallest `cost / weight` (first on ties); `cost` may say
-/// "take this one now" by returning `None`.
-#[inline(always)]
-fn least_by(
-    set: &BackendSet,
-    ctx: &PickContext<'_>,
-    weighted: bool,
-    mut cost: impl FnMut(usize) -> Option<u128>,
-) -> Result<usize, PickError> {
-    let mut best: Option<(usize, u128, u128)> = None;
-    for &i in set.usable() {
-        let i = i as usize;
-        let Some(c) = cost(i) else { return Ok(i) };
-        let w = if weighted { u128::from(set.effective_weight(i, ctx.now)) } else { 1 };
-        // c / w < bc / bw  <=>  c * bw < bc * w
-        if best.is_none_or(|(_, bc, bw)| c * bw < bc * w) {
-            best = Some((i, c, w));
-        }
+/// The usable backends with their configured weights, in configuration order: a contiguous
+/// array, so that a scan touches the backends' counters and little else.
+#[derive(Debug)]
+struct Members {
+    list: Vec<(u32, u32)>,
+    slow_start: bool,
+}
+
+impl Members {
+    fn new(set: &BackendSet) -> Self {
+        let list = set.usable().iter().map(|&i| (i, set.backends()[i as usize].weight)).collect();
+        Members { list, slow_start: set.options().slow_start.is_some() }
     }
-    best.map(|(i, _, _)| i).ok_or(PickError::NoBackend)
+
+    /// The usable backend with the smallest `cost / weight` (first on ties); `cost` may say
+    /// "take this one now" by returning `None`.
+    #[inline(always)]
+    fn least_by(
+        &self,
+        set: &BackendSet,
+        ctx: &PickContext<'_>,
+        weighted: bool,
+        mut cost: impl FnMut(usize) -> Option<u128>,
+    ) -> Result<usize, PickError> {
+        let mut best: Option<(usize, u128, u128)> = None;
+        for &(i, w) in &self.list {
+            let i = i as usize;
+            let Some(c) = cost(i) else { return Ok(i) };
+            let w = match (weighted, self.slow_start) {
+                (false, _) => 1,
+                (true, false) => u128::from(w),
+                (true, true) => u128::from(set.effective_weight(i, ctx.now)),
+            };
+            // c / w < bc / bw  <=>  c * bw < bc * w
+            if best.is_none_or(|(_, bc, bw)| c * bw < bc * w) {
+                best = Some((i, c, w));
+            }
+        }
+        best.map(|(i, _, _)| i).ok_or(PickError::NoBackend)
+    }
 }
 
 macro_rules! conn_scheduler {
@@ -44,12 +64,13 @@ macro_rules! conn_scheduler {
         #[derive(Debug)]
         pub struct $name {
             set: BackendSet,
+            members: Members,
         }
 
         impl $name {
             /// A scheduler over `set`.
             pub fn new(set: BackendSet) -> Self {
-                $name { set }
+                $name { members: Members::new(&set), set }
             }
         }
 
@@ -65,7 +86,7 @@ macro_rules! conn_scheduler {
             fn pick(&self, ctx: &PickContext<'_>) -> Result<Picked<'_>, PickError> {
                 let $set = &self.set;
                 let $ctx = ctx;
-                let i = least_by($set, $ctx, $weighted, |$i| $cost)?;
+                let i = self.members.least_by($set, $ctx, $weighted, |$i| $cost)?;
                 Ok(picked(&self.set, i))
             }
         }

@@ -41,9 +41,8 @@ impl Maglev {
                     index: i,
                     addr: b.addr,
                     weight: u64::from(b.weight),
-                    offset: h1 % u64::from(m),
                     skip: h2 % u64::from(m - 1) + 1,
-                    next: 0,
+                    pos: h1 % u64::from(m),
                     target: 0,
                 }
             })
@@ -68,10 +67,24 @@ struct Entry {
     index: u32,
     addr: std::net::SocketAddr,
     weight: u64,
-    offset: u64,
     skip: u64,
-    next: u64,
+    /// `(offset + skip * j) mod M` for the next permutation index `j`, kept incrementally so
+    /// that the build needs no division.
+    pos: u64,
     target: u64,
+}
+
+impl Entry {
+    /// The next slot of this backend's permutation.
+    #[inline(always)]
+    fn advance(&mut self, m: u64) -> usize {
+        let c = self.pos as usize;
+        self.pos += self.skip;
+        if self.pos >= m {
+            self.pos -= m;
+        }
+        c
+    }
 }
 
 fn build_table(entries: &mut [Entry], m: u32) -> Vec<u32> {
@@ -93,13 +106,11 @@ fn build_table(entries: &mut [Entry], m: u32) -> Vec<u32> {
                 continue;
             }
             e.target += max_w;
-            let mut c = ((e.offset + e.skip * e.next) % m64) as usize;
+            let mut c = e.advance(m64);
             while table[c] != EMPTY {
-                e.next += 1;
-                c = ((e.offset + e.skip * e.next) % m64) as usize;
+                c = e.advance(m64);
             }
             table[c] = e.index;
-            e.next += 1;
             filled += 1;
         }
         iteration += 1;
@@ -145,5 +156,69 @@ impl Scheduler for Maglev {
         };
         let i = self.table[(h % self.table.len() as u64) as usize];
         Ok(picked(&self.set, i as usize))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{RuntimeRegistry, SetOptions};
+    use crate::sched::tests::backends;
+
+    /// The build written as the formula: slot `(offset + j * skip) mod M` for the j-th probe.
+    fn reference(set: &BackendSet, m: u32, key: HashKey) -> Vec<u32> {
+        let mut e: Vec<(std::net::SocketAddr, u32, u64, u64, u64, u64, u64)> = set
+            .usable()
+            .iter()
+            .map(|&i| {
+                let b = &set.backends()[i as usize];
+                let name = b.addr.to_string();
+                let h1 = key.hash_bytes(name.as_bytes());
+                let h2 = key.hash_bytes(&[name.as_bytes(), b"#maglev-skip"].concat());
+                let (offset, skip) = (h1 % u64::from(m), h2 % u64::from(m - 1) + 1);
+                (b.addr, i, u64::from(b.weight), offset, skip, 0, 0)
+            })
+            .collect();
+        e.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        let max_w = e.iter().map(|x| x.2).max().unwrap_or(1);
+        let mut table = vec![u32::MAX; m as usize];
+        let (mut filled, mut iteration) = (0u32, 1u64);
+        while filled < m {
+            for x in e.iter_mut() {
+                if filled == m {
+                    break;
+                }
+                if iteration * x.2 < x.6 {
+                    continue;
+                }
+                x.6 += max_w;
+                let mut c = ((x.3 + x.4 * x.5) % u64::from(m)) as usize;
+                while table[c] != u32::MAX {
+                    x.5 += 1;
+                    c = ((x.3 + x.4 * x.5) % u64::from(m)) as usize;
+                }
+                table[c] = x.1;
+                x.5 += 1;
+                filled += 1;
+            }
+            iteration += 1;
+        }
+        table
+    }
+
+    #[test]
+    fn incremental_build_equals_the_formula() {
+        for (weights, m) in
+            [(&[1u32, 1, 1][..], 1009u32), (&[3, 1, 0, 2, 5, 1, 1], 4099), (&[1; 40], 65537)]
+        {
+            let set =
+                BackendSet::new(backends(weights), &RuntimeRegistry::new(), SetOptions::default())
+                    .unwrap();
+            let key = HashKey::new(3, 4);
+            assert_eq!(
+                Maglev::new(set.clone(), m, key).table(),
+                reference(&set, m, key).as_slice()
+            );
+        }
     }
 }

@@ -59,11 +59,8 @@ impl Scheduler for LeastRequest {
             return Ok(picked(&self.set, a));
         }
         let (la, lb) = (ctx.load_of(&self.set, a), ctx.load_of(&self.set, b));
-        let (wa, wb) = if self.sampler.slow_start() {
-            (self.set.effective_weight(a, ctx.now), self.set.effective_weight(b, ctx.now))
-        } else {
-            (self.set.backends()[a].weight, self.set.backends()[b].weight)
-        };
+        let wa = self.sampler.weight(&self.set, a, ctx.now);
+        let wb = self.sampler.weight(&self.set, b, ctx.now);
         // la / wa <= lb / wb, without division.
         let a_wins = u128::from(la) * u128::from(wb) <= u128::from(lb) * u128::from(wa);
         Ok(picked(&self.set, if a_wins { a } else { b }))

@@ -73,6 +73,9 @@ impl AliasTable {
 #[derive(Debug)]
 pub(crate) struct WeightedSampler {
     table: AliasTable,
+    /// Configured weight per set index (0 for unusable backends): a small contiguous array
+    /// where the backends' own records are large and scattered.
+    weights: Vec<u32>,
     slow_start: bool,
 }
 
@@ -81,7 +84,17 @@ impl WeightedSampler {
         let table = AliasTable::new(
             set.usable().iter().map(|&i| (i, u64::from(set.backends()[i as usize].weight))),
         );
-        WeightedSampler { table, slow_start: set.options().slow_start.is_some() }
+        let mut weights = vec![0; set.len()];
+        for &i in set.usable() {
+            weights[i as usize] = set.backends()[i as usize].weight;
+        }
+        WeightedSampler { table, weights, slow_start: set.options().slow_start.is_some() }
+    }
+
+    /// The weight of the backend at `index` at `now` (effective weight during slow start).
+    #[inline(always)]
+    pub(crate) fn weight(&self, set: &BackendSet, index: usize, now: Instant) -> u32 {
+        if self.slow_start { set.effective_weight(index, now) } else { self.weights[index] }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -106,7 +119,7 @@ impl WeightedSampler {
         for _ in 0..32 {
             let (r, coin) = rng.next_pair();
             i = self.table.sample(r) as usize;
-            let w = u64::from(set.backends()[i].weight);
+            let w = u64::from(self.weights[i]);
             let e = u64::from(set.effective_weight(i, now));
             if e >= w || u128::from(coin) * u128::from(w) < u128::from(e) << 64 {
                 return i;
