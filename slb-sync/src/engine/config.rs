@@ -18,7 +18,8 @@ pub const MAX_DATAGRAM: usize = 65_507;
 pub struct Config {
     /// Cluster id: datagrams of other clusters are dropped (counted).
     pub cluster_id: u32,
-    /// This node (non-zero, unique in the cluster).
+    /// This node (non-zero, unique in the cluster: two nodes sharing an id drop each other's
+    /// datagrams as their own, counted in `Stats::rx_own`).
     pub node: NodeId,
     /// This run of the node: must grow with every restart (e.g. seconds since the UNIX epoch
     /// at startup), or peers refuse its datagrams as replays until their windows forget it.

@@ -99,7 +99,7 @@ pub(crate) struct KnownTable {
     /// Expiry second -> keys that expired then (possibly stale).
     buckets: BTreeMap<u64, Vec<Slot>>,
     bucketed: usize,
-    per_origin: HashMap<NodeId, usize>,
+    per_origin: OriginCounts,
     max_per_origin: usize,
     max_origins: usize,
 }
@@ -122,7 +122,7 @@ impl KnownTable {
             hash_key,
             buckets: BTreeMap::new(),
             bucketed: 0,
-            per_origin: HashMap::new(),
+            per_origin: OriginCounts::default(),
             max_per_origin,
             max_origins,
         }
@@ -150,32 +150,35 @@ impl KnownTable {
     /// Stores `k` for `key`. Returns false (and stores nothing) when `k.origin` is at its limit
     /// and `key` is not already held by that origin, or `k.origin` would be one origin too many.
     pub(crate) fn insert(&mut self, key: SessionKey, k: Known) -> bool {
-        let count = match self.per_origin.get(&k.origin) {
-            Some(&c) => c,
-            None if self.per_origin.len() >= self.max_origins => return false,
-            None => 0,
-        };
-        let slot = self.slot(&key);
-        let rebucket = match self.map.entry(slot) {
+        self.apply(&key, |_| Some(k)) == Applied::Stored
+    }
+
+    /// Looks `key` up once and lets `decide` choose what to store (`None`: leave it as is).
+    pub(crate) fn apply<F>(&mut self, key: &SessionKey, decide: F) -> Applied
+    where
+        F: FnOnce(Option<&Known>) -> Option<Known>,
+    {
+        let slot = self.slot(key);
+        let (k, rebucket) = match self.map.entry(slot) {
             Entry::Occupied(mut o) => {
                 let old = *o.get();
+                let Some(k) = decide(Some(&old)) else { return Applied::Declined };
                 if old.origin != k.origin {
-                    if count >= self.max_per_origin {
-                        return false;
+                    if !self.per_origin.admit(k.origin, self.max_per_origin, self.max_origins) {
+                        return Applied::Refused;
                     }
-                    dec(&mut self.per_origin, old.origin);
-                    *self.per_origin.entry(k.origin).or_insert(0) += 1;
+                    self.per_origin.dec(old.origin);
                 }
                 o.insert(k);
-                bucket_of(old.expires) != bucket_of(k.expires)
+                (k, bucket_of(old.expires) != bucket_of(k.expires))
             }
             Entry::Vacant(v) => {
-                if count >= self.max_per_origin {
-                    return false;
+                let Some(k) = decide(None) else { return Applied::Declined };
+                if !self.per_origin.admit(k.origin, self.max_per_origin, self.max_origins) {
+                    return Applied::Refused;
                 }
                 v.insert(k);
-                *self.per_origin.entry(k.origin).or_insert(0) += 1;
-                true
+                (k, true)
             }
         };
         if rebucket {
@@ -184,7 +187,7 @@ impl KnownTable {
         if self.bucketed > 2 * self.map.len() + 1024 {
             self.rebuild_buckets();
         }
-        true
+        Applied::Stored
     }
 
     fn rebuild_buckets(&mut self) {
@@ -213,7 +216,7 @@ impl KnownTable {
                 if let Entry::Occupied(o) = self.map.entry(slot) {
                     if o.get().expires <= now {
                         let k = o.remove();
-                        dec(&mut self.per_origin, k.origin);
+                        self.per_origin.dec(k.origin);
                         removed += 1;
                     }
                 }
@@ -228,15 +231,48 @@ impl KnownTable {
     /// Entries held for `origin`.
     #[cfg(test)]
     pub(crate) fn count_for(&self, origin: NodeId) -> usize {
-        self.per_origin.get(&origin).copied().unwrap_or(0)
+        self.per_origin.0.iter().find(|(o, _)| *o == origin).map_or(0, |(_, c)| *c)
     }
 }
 
-fn dec(m: &mut HashMap<NodeId, usize>, o: NodeId) {
-    if let Entry::Occupied(mut e) = m.entry(o) {
-        *e.get_mut() -= 1;
-        if *e.get() == 0 {
-            e.remove();
+/// What [`KnownTable::apply`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// The decision was to keep what is held.
+    Declined,
+    /// Stored.
+    Stored,
+    /// Refused: the origin's limit, or the limit on origins.
+    Refused,
+}
+
+/// Entries per origin: a short list (a cluster has few nodes), scanned linearly.
+#[derive(Debug, Default)]
+struct OriginCounts(Vec<(NodeId, usize)>);
+
+impl OriginCounts {
+    /// Counts one more entry for `o` if its limits allow.
+    fn admit(&mut self, o: NodeId, max_per_origin: usize, max_origins: usize) -> bool {
+        if let Some((_, c)) = self.0.iter_mut().find(|(x, _)| *x == o) {
+            if *c >= max_per_origin {
+                return false;
+            }
+            *c += 1;
+            return true;
+        }
+        if self.0.len() >= max_origins || max_per_origin == 0 {
+            return false;
+        }
+        self.0.push((o, 1));
+        true
+    }
+
+    fn dec(&mut self, o: NodeId) {
+        if let Some(i) = self.0.iter().position(|(x, _)| *x == o) {
+            self.0[i].1 -= 1;
+            if self.0[i].1 == 0 {
+                self.0.swap_remove(i);
+            }
         }
     }
 }

@@ -194,8 +194,13 @@ impl Engine {
         let me = self.cfg.node;
         let key = ev.record.key;
         if let (Some(trig), false) = (&self.cfg.trigger, ev.force) {
-            let last_sync =
-                self.known.get(&key).filter(|k| k.local && k.origin == me).map(|k| k.last_sync);
+            // Only the refresh rule needs the last sync time: spare the lookup otherwise.
+            let last_sync = match trig.refresh {
+                Some(_) => {
+                    self.known.get(&key).filter(|k| k.local && k.origin == me).map(|k| k.last_sync)
+                }
+                None => None,
+            };
             let input = TriggerInput {
                 previous: ev.previous_state,
                 state: ev.record.state,

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use slb_core::time::Instant;
 
-use super::known::Known;
+use super::known::{Applied, Known};
 use super::peers::Peer;
 use super::recv::Arrival;
 use super::resync::{ChunkArrival, OutgoingResync};
@@ -254,26 +254,29 @@ impl Engine {
         self.stats.rx_entries += 1;
         self.lamport = self.lamport.max(rec.stamp);
         let key = rec.record.key;
-        let held = self.known.get(&key).map(|k| k.held(now));
-        match resolve(held.as_ref(), &rec) {
-            Decision::Stale => self.stats.entries_stale += 1,
-            Decision::KeepLocal => self.stats.conflicts_local_kept += 1,
-            Decision::Apply => {
-                let removed = rec.record.is_removed();
-                let ttl = if removed { self.cfg.tombstone_ttl } else { rec.record.timeout };
-                let k = Known {
-                    origin: rec.origin,
-                    stamp: rec.stamp,
-                    expires: now + ttl,
-                    target: Target::of(&rec.record),
-                    local: false,
-                    removed,
-                    last_sync: now,
-                };
-                if !self.known.insert(key, k) {
-                    self.stats.peer_entries_shed += 1;
-                    return;
-                }
+        let removed = rec.record.is_removed();
+        let ttl = if removed { self.cfg.tombstone_ttl } else { rec.record.timeout };
+        let new = Known {
+            origin: rec.origin,
+            stamp: rec.stamp,
+            expires: now + ttl,
+            target: Target::of(&rec.record),
+            local: false,
+            removed,
+            last_sync: now,
+        };
+        let mut decision = Decision::Apply;
+        let outcome = self.known.apply(&key, |held| {
+            decision = resolve(held.map(|k| k.held(now)).as_ref(), &rec);
+            (decision == Decision::Apply).then_some(new)
+        });
+        match (decision, outcome) {
+            (Decision::Stale, _) => self.stats.entries_stale += 1,
+            (Decision::KeepLocal, _) => self.stats.conflicts_local_kept += 1,
+            (Decision::Apply, Applied::Refused | Applied::Declined) => {
+                self.stats.peer_entries_shed += 1
+            }
+            (Decision::Apply, Applied::Stored) => {
                 self.stats.entries_applied += 1;
                 if removed {
                     self.push_event(Event::Remove { key, origin: rec.origin });
