@@ -1,5 +1,6 @@
 //! Session-table benches at 1 M IPv4 entries (preallocated): fill, churn, lookups by forward and
-//! reverse key, packet accounting, expiry sweeps; prints bytes per entry first.
+//! reverse key, packet accounting, expiry sweeps; prints bytes per entry first. A pointer chase
+//! gives the machine's memory latency for reference.
 //!
 //! `cargo bench -p slb --no-default-features --bench session -- --warm-up-time 1 --measurement-time 2`
 
@@ -197,5 +198,34 @@ fn session(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, session);
+/// Reference: one dependent random load from a 128 MiB array (a pointer chase), the machine's
+/// cost of a cache-and-TLB miss; a session lookup makes about three such loads in a row (hash
+/// control group, bucket, slot).
+fn memory(c: &mut Criterion) {
+    let n = (128usize << 20) / 8;
+    let mut perm: Vec<usize> = (0..n).collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        perm.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let mut next = vec![0usize; n];
+    for i in 0..n {
+        next[perm[i]] = perm[(i + 1) % n];
+    }
+    let mut p = perm[0];
+    let mut group = c.benchmark_group("memory");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("dependent_random_load_128mib", |b| {
+        b.iter(|| {
+            p = next[p];
+            black_box(p)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, session, memory);
 criterion_main!(benches);
