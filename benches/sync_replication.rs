@@ -3,7 +3,7 @@
 //! A -> upsert event at node B) at a fixed offered rate.
 //!
 //! `cargo bench --bench sync_replication` (optional args: `--sessions N --rate R
-//! --known-capacity K`)
+//! --known-capacity K --warm 1`)
 //!
 //! Not a criterion bench: it measures wall time end to end across threads and sockets.
 #![allow(clippy::disallowed_methods, reason = "a benchmark reads the wall clock")]
@@ -35,7 +35,20 @@ fn record(i: u32) -> SessionRecord {
     r
 }
 
+/// CPU time (user + system) this process has used so far, from /proc/self/stat.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with ')'): utime is the 14th field overall.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    // The first field after ')' is field 3 (state); utime and stime are fields 14 and 15.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| f.get(n - 3).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = field(14) + field(15);
+    Duration::from_millis(ticks * 10) // USER_HZ = 100 on Linux
+}
+
 struct Run {
+    cpu_per_update: Duration,
     offered: f64,
     delivered: usize,
     throughput: f64,
@@ -78,9 +91,66 @@ fn node(id: u32, t: UnicastTransport, clock: Clock, known_capacity: usize, role:
     .unwrap()
 }
 
+/// Hands sessions 1..=n to node A at `rate` per second (0: as fast as possible) in batches of
+/// 64, noting when each was handed over; `closing` sends them as entering FIN_WAIT (an update
+/// of an existing session) instead of their third packet. Returns full-channel retries.
+fn offer(
+    a: &SyncHandle,
+    n: usize,
+    rate: f64,
+    closing: bool,
+    clock: Clock,
+    submitted: &mut [u64],
+    submitted_count: &AtomicUsize,
+) -> u64 {
+    let batch = 64;
+    let mut retries = 0u64;
+    let start = StdInstant::now();
+    let mut i = 0;
+    while i < n {
+        if rate > 0.0 {
+            // Sleep, do not spin: on a 2-core machine a spinning producer takes a core from
+            // the nodes it measures.
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            let now = StdInstant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        let end = (i + batch).min(n);
+        let mut evs: Vec<SessionEvent> = (i + 1..=end)
+            .map(|k| {
+                let mut r = record(k as u32);
+                if closing {
+                    r.state = ConnState::FinWait;
+                    SessionEvent::new(r, 40, Some(ConnState::Established))
+                } else {
+                    SessionEvent::new(r, 3, Some(ConnState::SynRecv))
+                }
+            })
+            .collect();
+        let t = clock.at(StdInstant::now()).as_nanos();
+        submitted[i + 1..=end].fill(t);
+        // Full channel: back off and retry.
+        loop {
+            match a.try_submit_batch(evs) {
+                Ok(()) => break,
+                Err(back) => {
+                    evs = back;
+                    retries += 1;
+                    std::thread::yield_now();
+                }
+            }
+        }
+        submitted_count.store(end, Ordering::Relaxed);
+        i = end;
+    }
+    retries
+}
+
 /// Offers `n` session updates to node A at `rate` per second (0: as fast as possible) in
 /// batches of 64, and waits (bounded) for node B to have them all.
-fn run(n: usize, rate: f64, known_capacity: usize) -> Run {
+fn run(n: usize, rate: f64, known_capacity: usize, warm: bool) -> Run {
     let ta = UnicastTransport::bind("127.0.0.1:0".parse().unwrap(), vec![]).unwrap();
     let tb = UnicastTransport::bind("127.0.0.1:0".parse().unwrap(), vec![]).unwrap();
     let (aa, ba) = (ta.local_addr().unwrap(), tb.local_addr().unwrap());
@@ -97,41 +167,31 @@ fn run(n: usize, rate: f64, known_capacity: usize) -> Run {
     // Let both see each other's heartbeat first.
     std::thread::sleep(Duration::from_millis(300));
 
-    let mut submitted = vec![0u64; n + 1];
-    let batch = 64;
-    let mut retries = 0u64;
-    let start = StdInstant::now();
-    let mut i = 0;
-    while i < n {
-        if rate > 0.0 {
-            // Sleep, do not spin: on a 2-core machine a spinning producer takes a core from
-            // the nodes it measures.
-            let due = start + Duration::from_secs_f64(i as f64 / rate);
-            let now = StdInstant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
+    if warm {
+        // Populate both engines' tables with the n sessions first (not measured), then
+        // measure updates of existing sessions: the steady state of a running director.
+        let mut scratch = vec![0u64; n + 1];
+        offer(&a, n, 0.0, false, clock, &mut scratch, &submitted_count);
+        let deadline = StdInstant::now() + Duration::from_secs(30);
+        while count.load(Ordering::Relaxed) < n && StdInstant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
-        let end = (i + batch).min(n);
-        let evs: Vec<SessionEvent> = (i + 1..=end)
-            .map(|k| SessionEvent::new(record(k as u32), 3, Some(ConnState::SynRecv)))
-            .collect();
-        let t = clock.at(StdInstant::now()).as_nanos();
-        submitted[i + 1..=end].fill(t);
-        // Full channel: back off and retry (counted by the driver as shed attempts).
-        while !a.submit_batch(evs.clone()) {
-            retries += 1;
-            std::thread::yield_now();
+        for x in arrivals.iter() {
+            x.store(0, Ordering::Relaxed);
         }
-        submitted_count.store(end, Ordering::Relaxed);
-        i = end;
+        count.store(0, Ordering::Relaxed);
     }
+    let cpu0 = cpu_time();
+    let mut submitted = vec![0u64; n + 1];
+    let start = StdInstant::now();
+    let retries = offer(&a, n, rate, warm, clock, &mut submitted, &submitted_count);
     let offered = n as f64 / start.elapsed().as_secs_f64();
     let deadline = StdInstant::now() + Duration::from_secs(10);
     while count.load(Ordering::Relaxed) < n && StdInstant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
     let delivered = count.load(Ordering::Relaxed);
+    let cpu_per_update = (cpu_time() - cpu0) / (delivered.max(1) as u32);
     let last = arrivals.iter().map(|x| x.load(Ordering::Relaxed)).max().unwrap_or(0);
     let first = submitted.get(1).copied().unwrap_or(0);
     let throughput = delivered as f64 / Duration::from_nanos(last.saturating_sub(first)).as_secs_f64();
@@ -151,7 +211,7 @@ fn run(n: usize, rate: f64, known_capacity: usize) -> Run {
             sb.stats.gaps_unrecoverable, sb.stats.resync_completed
         );
     }
-    let r = Run { offered, delivered, throughput, p50: pct(0.50), p99: pct(0.99), max: pct(1.0), retries };
+    let r = Run { cpu_per_update, offered, delivered, throughput, p50: pct(0.50), p99: pct(0.99), max: pct(1.0), retries };
     a.shutdown();
     b.shutdown();
     r
@@ -166,11 +226,14 @@ fn main() {
     let rate = arg("--rate", 200_000.0);
     // Session keys each engine reserves room for (0: grow on demand, with rehash pauses).
     let cap = arg("--known-capacity", 0.0) as usize;
+    // 1: populate the tables first and measure updates of existing sessions.
+    let warm = arg("--warm", 0.0) != 0.0;
     for (label, r) in [("full offered load", 0.0), ("paced", rate)] {
-        let res = run(n, r, cap);
+        let res = run(n, r, cap, warm);
+        let label = if warm { format!("{label}, warm tables") } else { label.to_string() };
         println!(
-            "sync_replication {label}: {} updates, offered {:.0}/s, delivered {} ({:.0}/s end to end), lag p50 {:?} p99 {:?} max {:?}, full-channel retries {}",
-            n, res.offered, res.delivered, res.throughput, res.p50, res.p99, res.max, res.retries
+            "sync_replication {label}: {} updates, offered {:.0}/s, delivered {} ({:.0}/s end to end), lag p50 {:?} p99 {:?} max {:?}, full-channel retries {}, CPU (both nodes + producer) {:?}/update",
+            n, res.offered, res.delivered, res.throughput, res.p50, res.p99, res.max, res.retries, res.cpu_per_update
         );
     }
 }

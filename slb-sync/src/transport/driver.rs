@@ -239,6 +239,19 @@ impl SyncHandle {
         self.try_input(Input::Locals(evs))
     }
 
+    /// Like [`SyncHandle::submit_batch`], but hands the events back when the channel is full
+    /// (not counted as shed: the caller decides whether to retry or drop them).
+    pub fn try_submit_batch(&self, evs: Vec<SessionEvent>) -> Result<(), Vec<SessionEvent>> {
+        let Some(tx) = &self.tx else { return Err(evs) };
+        match tx.try_send(Input::Locals(evs)) {
+            Ok(()) => Ok(()),
+            Err(
+                TrySendError::Full(Input::Locals(v)) | TrySendError::Disconnected(Input::Locals(v)),
+            ) => Err(v),
+            Err(_) => Ok(()),
+        }
+    }
+
     /// A local session was removed.
     pub fn remove(&self, record: SessionRecord) -> bool {
         self.try_input(Input::Removed(record))
