@@ -20,9 +20,16 @@ use slb::sync::{
 const PER_DATAGRAM: usize = 29;
 
 fn record(i: u32) -> SessionRecord {
-    let client = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 1024 + (i % 60_000) as u16));
+    let client = SocketAddr::from((
+        [10, (i >> 16) as u8, (i >> 8) as u8, i as u8],
+        1024 + (i % 60_000) as u16,
+    ));
     let mut r = SessionRecord::new(
-        SessionKey { proto: Protocol::Tcp, client, virt: SocketAddr::from(([198, 51, 100, 1], 443)) },
+        SessionKey {
+            proto: Protocol::Tcp,
+            client,
+            virt: SocketAddr::from(([198, 51, 100, 1], 443)),
+        },
         SocketAddr::from(([10, 0, 2, 11 + (i % 4) as u8], 8080)),
         ForwardMode::FullNat,
         ConnState::Established,
@@ -33,7 +40,16 @@ fn record(i: u32) -> SessionRecord {
 }
 
 fn header(seq: u64) -> HeaderRepr {
-    HeaderRepr { msg_type: 0, flags: 0, cluster_id: 7, node_id: 1, epoch: 1, seq, stream: 0, count: 0 }
+    HeaderRepr {
+        msg_type: 0,
+        flags: 0,
+        cluster_id: 7,
+        node_id: 1,
+        epoch: 1,
+        seq,
+        stream: 0,
+        count: 0,
+    }
 }
 
 fn codec(c: &mut Criterion) {
@@ -81,7 +97,10 @@ fn engine_paths(c: &mut Criterion) {
         b.iter(|| {
             for _ in 0..PER_DATAGRAM {
                 i = (i + 1) % 200_000;
-                a.handle_local(Instant::ZERO, SessionEvent::new(record(i), 3, Some(ConnState::SynRecv)));
+                a.handle_local(
+                    Instant::ZERO,
+                    SessionEvent::new(record(i), 3, Some(ConnState::SynRecv)),
+                );
             }
             a.flush(Instant::ZERO);
             while a.poll_transmit().is_some() {}

@@ -18,14 +18,17 @@ use slb::core::session::ConnState;
 use slb::core::time::Clock;
 use slb::sync::transport::{SyncHandle, UnicastTransport, spawn};
 use slb::sync::{
-    ClusterKey, Config, Engine, Event, ForwardMode, NodeId, SessionEvent, SessionKey,
-    SessionRecord,
+    ClusterKey, Config, Engine, Event, ForwardMode, NodeId, SessionEvent, SessionKey, SessionRecord,
 };
 
 fn record(i: u32) -> SessionRecord {
     let client = SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000u32 | i), 40_000));
     let mut r = SessionRecord::new(
-        SessionKey { proto: Protocol::Tcp, client, virt: SocketAddr::from(([198, 51, 100, 1], 443)) },
+        SessionKey {
+            proto: Protocol::Tcp,
+            client,
+            virt: SocketAddr::from(([198, 51, 100, 1], 443)),
+        },
         SocketAddr::from(([10, 255, 2, 11 + (i % 4) as u8], 8080)),
         ForwardMode::FullNat,
         ConnState::Established,
@@ -66,7 +69,13 @@ enum Role {
     Receiver(Arc<Vec<AtomicU64>>, Arc<AtomicUsize>),
 }
 
-fn node(id: u32, t: UnicastTransport, clock: Clock, known_capacity: usize, role: Role) -> SyncHandle {
+fn node(
+    id: u32,
+    t: UnicastTransport,
+    clock: Clock,
+    known_capacity: usize,
+    role: Role,
+) -> SyncHandle {
     let mut c = Config::new(7, NodeId(id), 1, ClusterKey::derive(b"bench"));
     c.resync_on_start = false;
     c.known_capacity = known_capacity;
@@ -194,7 +203,8 @@ fn run(n: usize, rate: f64, known_capacity: usize, warm: bool) -> Run {
     let cpu_per_update = (cpu_time() - cpu0) / (delivered.max(1) as u32);
     let last = arrivals.iter().map(|x| x.load(Ordering::Relaxed)).max().unwrap_or(0);
     let first = submitted.get(1).copied().unwrap_or(0);
-    let throughput = delivered as f64 / Duration::from_nanos(last.saturating_sub(first)).as_secs_f64();
+    let throughput =
+        delivered as f64 / Duration::from_nanos(last.saturating_sub(first)).as_secs_f64();
     let mut lags: Vec<u64> = (1..=n)
         .filter_map(|k| {
             let at = arrivals[k].load(Ordering::Relaxed);
@@ -202,16 +212,36 @@ fn run(n: usize, rate: f64, known_capacity: usize, warm: bool) -> Run {
         })
         .collect();
     lags.sort_unstable();
-    let pct = |p: f64| Duration::from_nanos(lags.get(((lags.len() as f64 * p) as usize).min(lags.len().saturating_sub(1))).copied().unwrap_or(0));
+    let pct = |p: f64| {
+        Duration::from_nanos(
+            lags.get(((lags.len() as f64 * p) as usize).min(lags.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0),
+        )
+    };
     if let (Some(sa), Some(sb)) = (a.status(), b.status()) {
         println!(
             "  A: tx datagrams {} retransmits {} queue-full {} | B: gaps {} nacks {} dup {} unrecoverable {} resyncs {}",
-            sa.stats.tx_updates, sa.stats.tx_retransmits, sa.stats.tx_queue_full,
-            sb.stats.gaps_detected, sb.stats.nacks_sent, sb.stats.rx_duplicate_data,
-            sb.stats.gaps_unrecoverable, sb.stats.resync_completed
+            sa.stats.tx_updates,
+            sa.stats.tx_retransmits,
+            sa.stats.tx_queue_full,
+            sb.stats.gaps_detected,
+            sb.stats.nacks_sent,
+            sb.stats.rx_duplicate_data,
+            sb.stats.gaps_unrecoverable,
+            sb.stats.resync_completed
         );
     }
-    let r = Run { cpu_per_update, offered, delivered, throughput, p50: pct(0.50), p99: pct(0.99), max: pct(1.0), retries };
+    let r = Run {
+        cpu_per_update,
+        offered,
+        delivered,
+        throughput,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        max: pct(1.0),
+        retries,
+    };
     a.shutdown();
     b.shutdown();
     r
@@ -220,7 +250,11 @@ fn run(n: usize, rate: f64, known_capacity: usize, warm: bool) -> Run {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: f64| {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     };
     let n = arg("--sessions", 1_000_000.0) as usize;
     let rate = arg("--rate", 200_000.0);
@@ -233,7 +267,15 @@ fn main() {
         let label = if warm { format!("{label}, warm tables") } else { label.to_string() };
         println!(
             "sync_replication {label}: {} updates, offered {:.0}/s, delivered {} ({:.0}/s end to end), lag p50 {:?} p99 {:?} max {:?}, full-channel retries {}, CPU (both nodes + producer) {:?}/update",
-            n, res.offered, res.delivered, res.throughput, res.p50, res.p99, res.max, res.retries, res.cpu_per_update
+            n,
+            res.offered,
+            res.delivered,
+            res.throughput,
+            res.p50,
+            res.p99,
+            res.max,
+            res.retries,
+            res.cpu_per_update
         );
     }
 }
