@@ -19,8 +19,9 @@
 //! Build a proxy from a [`config::Config`] (TOML or code), optionally through
 //! [`ProxyBuilder`] to plug in your own [`HealthProbe`](slb_core::health::HealthProbe),
 //! [`SchedulerFactory`](pool::SchedulerFactory), [`Discovery`](health::Discovery) or
-//! certificates, then [`Proxy::start`] it on your tokio runtime. [`ProxyHandle`] changes backends
-//! at runtime.
+//! certificates, then [`Proxy::start`] it on your tokio runtime, or [`Proxy::start_workers`] it on
+//! its own threads (one current-thread runtime per worker, SO_REUSEPORT listeners: the fastest
+//! way to run it standalone). [`ProxyHandle`] changes backends at runtime.
 //!
 //! ```
 //! use std::sync::Arc;

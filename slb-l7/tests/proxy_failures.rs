@@ -235,3 +235,38 @@ pool = "off"
     assert!(r.text().contains("no healthy upstream"));
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn least_connections_sees_requests_in_flight() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    a.set(Behavior::Delay(Duration::from_millis(600)));
+    b.set(Behavior::Delay(Duration::from_millis(600)));
+    let toml = r#"
+default_pool = "app"
+[[listeners]]
+address = "127.0.0.1:0"
+[pools.app]
+scheduler = "lc"
+backends = ["{b0}", "{b1}"]
+"#;
+    let p = proxy(toml, &[&a, &b]).await;
+    let addr = p.local_addr("main").unwrap();
+    let pool = p.handle().pool("app").unwrap();
+    let first = tokio::spawn(async move { get(addr, "/1").await });
+    eventually("one request in flight", || {
+        pool.backends().iter().map(|b| b.active).sum::<u32>() == 1
+    })
+    .await;
+    let busy = pool.backends().into_iter().find(|b| b.active == 1).unwrap().addr;
+    let second = get(addr, "/2").await;
+    let first = first.await.unwrap();
+    assert_ne!(
+        first.header("x-backend"),
+        second.header("x-backend"),
+        "the idle backend took the second request"
+    );
+    let busy_name = if busy == a.addr { "a" } else { "b" };
+    assert_eq!(first.header("x-backend"), Some(busy_name));
+    eventually("nothing in flight", || pool.backends().iter().all(|b| b.active == 0)).await;
+    p.shutdown().await;
+}
