@@ -76,8 +76,14 @@ health = { type = "http", path = "/healthz", interval = "100ms", fast_interval =
     let p = proxy(&body_match, &[&a, &b]).await;
     let pool = p.handle().pool("app").unwrap();
     eventually("a up", || health(&pool, a.addr).1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!health(&pool, b.addr).1, "b's body does not match");
+    let checks_of_b = || pool.backends().into_iter().find(|x| x.addr == b.addr).unwrap().checks;
+    eventually("b probed three times", || checks_of_b().0 >= 3).await;
+    assert_eq!(
+        checks_of_b().0,
+        checks_of_b().1,
+        "every probe of b failed: its body does not match"
+    );
+    assert!(!health(&pool, b.addr).1);
     p.shutdown().await;
 }
 
