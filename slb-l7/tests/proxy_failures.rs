@@ -270,3 +270,60 @@ backends = ["{b0}", "{b1}"]
     eventually("nothing in flight", || pool.backends().iter().all(|b| b.active == 0)).await;
     p.shutdown().await;
 }
+
+/// A listener that never accepts, with its accept queue filled: further SYNs are dropped, so
+/// connecting to it hangs (a connect timeout on loopback).
+async fn tarpit() -> (socket2::Socket, std::net::SocketAddr, Vec<tokio::net::TcpStream>) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    sock.listen(0).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr))
+                .await
+        {
+            fillers.push(s);
+        }
+    }
+    (sock, addr, fillers)
+}
+
+#[tokio::test]
+async fn connect_timeout_is_504_and_is_retried_on_the_next_backend() {
+    let (_sock, pit, _fillers) = tarpit().await;
+    let good = Backend::start("good").await;
+    let toml = format!(
+        r#"
+default_pool = "app"
+[[listeners]]
+address = "127.0.0.1:0"
+[pools.app]
+backends = ["{pit}"]
+passive = {{ enabled = false }}
+timeouts = {{ connect = "200ms" }}
+[pools.two]
+backends = ["{pit}", "{{b0}}"]
+passive = {{ enabled = false }}
+timeouts = {{ connect = "200ms" }}
+[[vhosts]]
+hosts = ["two.test"]
+pool = "two"
+"#
+    );
+    let p = proxy(&toml, &[&good]).await;
+    let addr = p.local_addr("main").unwrap();
+    let r = get(addr, "/").await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("connect timed out"), "{}", r.text());
+    let pool = p.handle().pool("app").unwrap();
+    assert_eq!(pool.backends()[0].stats.timeouts(), 1);
+    for _ in 0..2 {
+        let r =
+            request(addr, "POST /p HTTP/1.1\r\nHost: two.test\r\nContent-Length: 1\r\n\r\nx").await;
+        assert_eq!(r.status, 200, "nothing was sent before the connect timed out: safe to retry");
+    }
+    assert_eq!(good.count(), 2);
+    p.shutdown().await;
+}
