@@ -224,6 +224,17 @@ fn memory(c: &mut Criterion) {
             black_box(p)
         })
     });
+    // Eight independent chains: what the CPU gains by overlapping misses (a burst API's chance).
+    let mut q: [usize; 8] = std::array::from_fn(|i| perm[i * n / 8]);
+    group.throughput(Throughput::Elements(8));
+    group.bench_function("independent_random_loads_x8_128mib", |b| {
+        b.iter(|| {
+            for c in q.iter_mut() {
+                *c = next[*c];
+            }
+            black_box(q[0])
+        })
+    });
     group.finish();
 }
 
