@@ -3,7 +3,10 @@
 //! ```text
 //!   backend   Backend, BackendSet (immutable snapshot), BackendRuntime (survives snapshots)
 //!   flow      FlowKey, HashKey (stable keyed hash shared by a cluster)
-//!   sched     Scheduler trait + rr, swrr, maglev, ...; Balancer swaps schedulers atomically
+//!   sched     Scheduler trait + 15 schedulers (rr ... maglev, ketama); Balancer swaps them
+//!   session   SessionTable (+ concurrent), IPVS states and timeouts, persistence templates
+//!   health    HealthTracker, outlier detection, the HealthProbe trait
+//!   testing   (feature) session-table operation language + model, for tests and fuzzing
 //!   time      Instant: time is an argument, never read from a clock here
 //! ```
 //!

@@ -24,7 +24,8 @@ use crate::backend::BackendSet;
 /// weight keeps at least 1), so shares are then exact to within about `n / MAX_CYCLE` instead of
 /// exactly. Building costs O(T * d) for `d` distinct weights. Slow start does not apply (the
 /// sequence is fixed when the scheduler is built); use [`SmoothWeighted`](super::SmoothWeighted)
-/// when it must.
+/// when it must. Nor does position survive a rebuild: each new snapshot starts its own cycle at
+/// its seeded position, as Tengine rebuilds its virtual nodes on reload.
 #[derive(Debug)]
 pub struct VnSmoothWeighted {
     set: BackendSet,
