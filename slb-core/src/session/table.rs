@@ -656,8 +656,18 @@ impl<X> EntryMut<'_, X> {
         if old != state {
             self.table.account(backend, old, false);
             self.table.account(backend, state, true);
-            let gen_ =
-                fam!(self.table, fam, f => f.slots[idx as usize].as_ref().expect("live slot").gen_);
+            // Entering a class queue again: a new generation, so that the session's stale
+            // references from an earlier stay in a class (e.g. half-open, then established,
+            // then half-open again) do not make it look older than it is.
+            let entering = (state.is_half_open() && !old.is_half_open())
+                || (state.is_done() && !old.is_done());
+            let gen_ = fam!(mut self.table, fam, f => {
+                let slot = f.slots[idx as usize].as_mut().expect("live slot");
+                if entering {
+                    slot.gen_ = slot.gen_.wrapping_add(1) & 0x7fff_ffff;
+                }
+                slot.gen_
+            });
             self.table.enqueue(Ref::new(fam, idx, gen_), state, Some(old));
         }
     }

@@ -203,3 +203,21 @@ fn ipv4_entry_fits_the_budget() {
     let per = t.memory_bytes() / n as usize;
     assert!(per <= 128, "{per} bytes per IPv4 session with an 8-byte extension");
 }
+
+#[test]
+fn a_session_re_entering_half_open_is_not_older_than_it_is() {
+    // A: half-open, then established, then half-open again (a new SYN on a finished flow).
+    // B: half-open the whole time, created after A's first SYN but before its second.
+    // The oldest half-open entry is B, so B is evicted first.
+    let mut t = table(100, 2);
+    let now = Instant::ZERO;
+    let s = |st| Session::new(BackendId(1), st, now, ());
+    let mut a = t.insert(now, key(1, 1), None, s(ConnState::SynRecv)).unwrap();
+    a.set_state(ConnState::Established, now);
+    t.insert(now, key(2, 1), None, s(ConnState::SynRecv)).unwrap();
+    t.lookup(&key(1, 1), now).unwrap().set_state(ConnState::SynRecv, now);
+    t.insert(now, key(3, 1), None, s(ConnState::SynRecv)).unwrap();
+    assert!(t.get(&key(1, 1)).is_some(), "A re-entered half-open last and must survive");
+    assert!(t.get(&key(2, 1)).is_none(), "B is the oldest half-open session");
+    assert_eq!(t.stats().evicted_half_open, 1);
+}
