@@ -42,6 +42,8 @@
 //! ```
 #![deny(unsafe_code)]
 
+#[cfg(feature = "sync")]
+pub mod cluster;
 #[cfg(feature = "sim")]
 pub mod craft;
 #[cfg(feature = "io")]

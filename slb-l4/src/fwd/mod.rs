@@ -46,6 +46,7 @@ mod process;
 mod rewrite;
 mod service;
 mod stats;
+mod sync;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -61,6 +62,10 @@ pub use config::{
     RealConfig, Route, ServiceConfig, ServiceId, UnknownCsum, mask32, mask128,
 };
 pub use stats::{Counters, DropReason, GlobalStats, StatsReport};
+pub use sync::{
+    ChangeFilter, InstallError, Installed, PEER_SESSION, SessionChange, SessionInstall,
+    SyncCounters,
+};
 
 use crate::frame::FrameBuf;
 use service::{LocalPool, Real, Service, Services};
@@ -165,6 +170,7 @@ pub struct Forwarder {
     owned: HashMap<IpAddr, Owned>,
     neigh: neigh::Neighbours,
     stats: GlobalStats,
+    sync: sync::SyncHooks,
 }
 
 impl Forwarder {
@@ -182,6 +188,7 @@ impl Forwarder {
             owned: HashMap::new(),
             neigh: neigh::Neighbours::default(),
             stats: GlobalStats::default(),
+            sync: sync::SyncHooks::default(),
         }
     }
 
@@ -349,7 +356,21 @@ impl Forwarder {
         self.persist.expire(now);
         let lost = self.neigh.expire_held(now);
         self.stats.drops[DropReason::NoNeighbour.index()] += lost as u64;
-        self.table.expire(now, budget)
+        if !self.sync.reporting() {
+            return self.table.expire(now, budget);
+        }
+        // Replication on: removals of locally owned sessions are reported.
+        let mut gone = Vec::new();
+        let (reals, services) = (&self.reals, &self.services);
+        let n = self.table.expire_with(now, budget, |v| {
+            if v.session.flags & PEER_SESSION == 0 {
+                gone.push(sync::change_of(&v, reals, services, true));
+            }
+        });
+        for c in gone {
+            self.sync.push(c);
+        }
+        n
     }
 
     /// A frame ready to send that [`Forwarder::process`] did not return: held frames whose next
@@ -410,7 +431,7 @@ impl Forwarder {
             if !p.cfg.proxy_arp {
                 continue;
             }
-            for ip in &addrs {
+            for ip in addrs.iter().filter(|ip| !self.sync.quiet(ip)) {
                 let mut b = FrameBuf::default();
                 match ip {
                     IpAddr::V4(a) => neigh::gratuitous_arp(&mut b, p.cfg.mac, *a),

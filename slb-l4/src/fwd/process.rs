@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use slb_core::backend::BackendState;
 use slb_core::flow::{FlowKey, Protocol};
 use slb_core::session::{
-    ConnState, Direction, InsertError, Session, TcpFlags, Visibility, tcp_transition,
+    ConnState, Direction, InsertError, Session, SessionView, TcpFlags, Visibility, tcp_transition,
 };
 use slb_core::time::Instant;
 
@@ -13,6 +13,7 @@ use super::config::{Mac, Mode, PortId, ServiceId};
 use super::neigh;
 use super::rewrite::{Plan, Toa};
 use super::stats::DropReason;
+use super::sync::PEER_SESSION;
 use super::{Forwarder, Owned, SessionData, Verdict};
 use crate::frame::FrameBuf;
 use crate::wire::{self, Frag, IpMeta, Kind, proto};
@@ -71,7 +72,7 @@ impl Forwarder {
     pub(super) fn answers_for(&self, port: PortId, ip: IpAddr) -> bool {
         let Some(p) = self.ports.get(usize::from(port.0)) else { return false };
         p.cfg.addrs.iter().any(|c| c.addr == ip)
-            || (p.cfg.proxy_arp && self.owned.contains_key(&ip))
+            || (p.cfg.proxy_arp && self.owned.contains_key(&ip) && !self.sync.quiet(&ip))
     }
 
     fn handle_arp(&mut self, frame: &mut FrameBuf, port: PortId) -> Verdict {
@@ -134,7 +135,8 @@ impl Forwarder {
         };
         let dir = e.direction();
         let s = e.session();
-        let (backend, state, mut ext) = (s.backend(), s.state(), s.ext);
+        let (backend, state, mut ext, peer) =
+            (s.backend(), s.state(), s.ext, s.flags & PEER_SESSION != 0);
         let svc = ext.svc;
         let Some(service) = self.services.list.get(usize::from(svc)) else {
             e.remove();
@@ -143,7 +145,9 @@ impl Forwarder {
         let mode = service.mode();
         if is_tcp && dir == Direction::Inbound && pure_syn(flags) && state.is_done() {
             // A new connection reusing the ports of a finished one: schedule it afresh.
-            e.remove();
+            let (f, r) = e.keys();
+            let old = e.remove();
+            self.report_removed(&SessionView { forward: f, reverse: r, session: &old });
             return self.on_miss(now, frame, port, m, key, flags);
         }
         if mode != Mode::Dr && m.ttl <= 1 {
@@ -152,12 +156,15 @@ impl Forwarder {
         if self.cfg.expire_nodest_conn
             && self.reals.get(backend.0 as usize).is_some_and(|r| r.state != BackendState::Up)
         {
-            e.remove();
+            let (f, r) = e.keys();
+            let old = e.remove();
+            self.report_removed(&SessionView { forward: f, reverse: r, session: &old });
             return self.count_drop(DropReason::BackendDown, Some(svc));
         }
         let mut toa = Toa::None;
+        let mut next = state;
         if is_tcp {
-            let next = tcp_transition(Some(state), dir, visibility(mode), flags).unwrap_or(state);
+            next = tcp_transition(Some(state), dir, visibility(mode), flags).unwrap_or(state);
             if next != state {
                 e.set_state(next, now);
             }
@@ -174,13 +181,23 @@ impl Forwarder {
                 };
             }
         }
-        e.record_packet(now);
+        let count = e.record_packet(now);
         if dir == Direction::Inbound {
             ext.client_mac = smac;
             ext.client_port = port.0;
             *e.ext_mut() = ext;
+            if peer {
+                // Local client traffic claims a session a peer installed.
+                *e.flags_mut() &= !PEER_SESSION;
+            }
         }
+        let report = self.sync.reporting()
+            && (next != state || (dir == Direction::Inbound && self.sync.count_matches(count)));
+        let snapshot = report.then(|| e.session().clone());
         let (fwd, rev) = e.keys();
+        if let Some(s) = snapshot {
+            self.report_change(fwd, rev, &s, Some(state), mode);
+        }
         let plan = Plan { dir, mode, backend, svc, ext, fwd, rev, toa };
         self.forward(now, frame, &m, plan)
     }
@@ -314,6 +331,12 @@ impl Forwarder {
         };
         self.services.list[usize::from(sid.0)].stats.conns += 1;
         self.reals[backend.0 as usize].stats.conns += 1;
+        if self.sync.count_matches(1)
+            && let Some((s, _)) = self.table.get(&key)
+        {
+            let s = s.clone();
+            self.report_change(key, rev, &s, None, mode);
+        }
         let toa =
             if mode == Mode::FullNat && is_tcp && pure_syn(flags) { Toa::Syn } else { Toa::None };
         let plan =
