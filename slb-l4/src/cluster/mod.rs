@@ -26,6 +26,8 @@
 //!   gratuitous ARPs ([`Cluster::poll_announcements`]).
 
 mod records;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod takeover;
 
 use std::net::IpAddr;
