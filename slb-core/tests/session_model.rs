@@ -27,6 +27,7 @@ fn table_matches_hashmap_oracle_on_random_byte_programs() {
     assert!(c.found_outbound > 100 && c.state_changes > 100, "{c:?}");
     assert!(c.expired_lazily > 10 && c.swept > 100, "{c:?}");
     assert!(c.evicted.iter().all(|&n| n > 10), "both eviction classes: {c:?}");
+    assert!(c.prepared_lookups > 1000, "burst-prepared lookups, mostly stale hints: {c:?}");
 }
 
 use std::sync::Arc;

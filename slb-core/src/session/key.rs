@@ -17,9 +17,12 @@ pub(crate) trait PackedKey: Copy + Eq + Hash + std::fmt::Debug {
     fn unpack(&self) -> FlowKey;
     /// Words fed to the table's hash.
     fn words(&self) -> (u64, u64, u64);
+    /// The key's first four bytes (a burst lookup reads them to fetch the key's cache line).
+    fn word0(&self) -> u32;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
 pub(crate) struct K4 {
     src: u32,
     dst: u32,
@@ -29,6 +32,7 @@ pub(crate) struct K4 {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
 pub(crate) struct K6 {
     src: [u8; 16],
     dst: [u8; 16],
@@ -70,6 +74,11 @@ impl PackedKey for K4 {
             u64::from(self.proto),
         )
     }
+
+    #[inline(always)]
+    fn word0(&self) -> u32 {
+        self.src
+    }
 }
 
 impl PackedKey for K6 {
@@ -107,6 +116,11 @@ impl PackedKey for K6 {
             x as u64,
             u64::from(self.src_port) << 16 | u64::from(self.dst_port) | ((d as u64) << 32),
         )
+    }
+
+    #[inline(always)]
+    fn word0(&self) -> u32 {
+        u32::from_ne_bytes([self.src[0], self.src[1], self.src[2], self.src[3]])
     }
 }
 

@@ -32,7 +32,7 @@ mod table;
 pub use concurrent::ConcurrentSessionTable;
 pub use persist::{PersistKey, PersistTable};
 pub use state::{ConnState, Direction, TcpFlags, Timeouts, Visibility, tcp_transition};
-pub use table::{EntryMut, SessionTable, SessionView, TableStats};
+pub use table::{EntryMut, Prepared, SessionTable, SessionView, TableStats};
 
 use crate::backend::BackendId;
 use crate::flow::HashKey;

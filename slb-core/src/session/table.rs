@@ -2,8 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-
-use hashbrown::HashTable;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::key::{K4, K6, PackedKey};
 use super::{ConnState, Direction, InsertError, Session, TableConfig};
@@ -11,13 +10,25 @@ use crate::backend::{BackendId, RuntimeRegistry};
 use crate::flow::{FlowKey, HashKey};
 use crate::time::Instant;
 
+#[path = "burst.rs"]
+mod burst;
+#[path = "index.rs"]
+mod index;
+
+pub use burst::Prepared;
+use index::Index;
+
+/// One session with its keys. `repr(C)` with the session first and `has_rev` last, so that
+/// reading `s`, `fwd` and `has_rev` touches every cache line the slot spans (what a burst
+/// lookup does to fetch them early).
 #[derive(Debug)]
+#[repr(C)]
 struct Slot<K, X> {
+    s: Session<X>,
     fwd: K,
     rev: K,
-    has_rev: bool,
     gen_: u32,
-    s: Session<X>,
+    has_rev: bool,
 }
 
 /// Storage and indexes of one address family.
@@ -27,8 +38,8 @@ struct Family<K, X> {
     /// Free slots with the generation of their last occupant, so that a queue reference to a
     /// freed slot never matches its next occupant.
     free: Vec<(u32, u32)>,
-    fwd: HashTable<u32>,
-    rev: HashTable<u32>,
+    fwd: Index,
+    rev: Index,
 }
 
 impl<K: PackedKey, X> Family<K, X> {
@@ -36,8 +47,8 @@ impl<K: PackedKey, X> Family<K, X> {
         Family {
             slots: Vec::with_capacity(n),
             free: Vec::new(),
-            fwd: HashTable::with_capacity(n),
-            rev: HashTable::with_capacity(n),
+            fwd: Index::with_capacity(n),
+            rev: Index::with_capacity(n),
         }
     }
 
@@ -48,21 +59,41 @@ impl<K: PackedKey, X> Family<K, X> {
     }
 
     #[inline]
-    fn find_fwd(&self, hk: &HashKey, k: &K) -> Option<u32> {
+    fn find_fwd_h(&self, h: u64, k: &K) -> Option<u32> {
         let slots = &self.slots;
-        self.fwd
-            .find(Self::hash(hk, k), |&i| slots[i as usize].as_ref().is_some_and(|s| s.fwd == *k))
-            .copied()
+        self.fwd.find(h, |i| {
+            slots.get(i as usize).is_some_and(|s| s.as_ref().is_some_and(|s| s.fwd == *k))
+        })
+    }
+
+    #[inline]
+    fn find_rev_h(&self, h: u64, k: &K) -> Option<u32> {
+        let slots = &self.slots;
+        self.rev.find(h, |i| {
+            slots
+                .get(i as usize)
+                .is_some_and(|s| s.as_ref().is_some_and(|s| s.has_rev && s.rev == *k))
+        })
+    }
+
+    #[inline]
+    fn find_fwd(&self, hk: &HashKey, k: &K) -> Option<u32> {
+        self.find_fwd_h(Self::hash(hk, k), k)
     }
 
     #[inline]
     fn find_rev(&self, hk: &HashKey, k: &K) -> Option<u32> {
-        let slots = &self.slots;
-        self.rev
-            .find(Self::hash(hk, k), |&i| {
-                slots[i as usize].as_ref().is_some_and(|s| s.has_rev && s.rev == *k)
-            })
-            .copied()
+        self.find_rev_h(Self::hash(hk, k), k)
+    }
+
+    /// Reads the fields of slot `idx` that lie on each of its cache lines (a burst lookup's
+    /// way of fetching them early); the value means nothing.
+    #[inline(always)]
+    fn touch_slot(&self, idx: u32) -> u64 {
+        match self.slots.get(idx as usize) {
+            Some(Some(s)) => s.s.expires().as_nanos() ^ u64::from(s.fwd.word0()),
+            _ => 0,
+        }
     }
 
     fn insert(&mut self, hk: &HashKey, fwd: K, rev: Option<K>, s: Session<X>) -> (u32, u32) {
@@ -75,13 +106,13 @@ impl<K: PackedKey, X> Family<K, X> {
         };
         let gen_ = last_gen.wrapping_add(1) & 0x7fff_ffff;
         self.slots[idx as usize] =
-            Some(Slot { fwd, rev: rev.unwrap_or(fwd), has_rev: rev.is_some(), gen_, s });
+            Some(Slot { s, fwd, rev: rev.unwrap_or(fwd), has_rev: rev.is_some(), gen_ });
         let slots = &self.slots;
-        self.fwd.insert_unique(Self::hash(hk, &fwd), idx, |&i| {
+        self.fwd.insert(Self::hash(hk, &fwd), idx, |i| {
             Self::hash(hk, &slots[i as usize].as_ref().map_or(fwd, |s| s.fwd))
         });
         if let Some(r) = rev {
-            self.rev.insert_unique(Self::hash(hk, &r), idx, |&i| {
+            self.rev.insert(Self::hash(hk, &r), idx, |i| {
                 Self::hash(hk, &slots[i as usize].as_ref().map_or(r, |s| s.rev))
             });
         }
@@ -90,25 +121,27 @@ impl<K: PackedKey, X> Family<K, X> {
 
     fn remove(&mut self, hk: &HashKey, idx: u32) -> Option<Slot<K, X>> {
         let slot = self.slots.get_mut(idx as usize)?.take()?;
-        if let Ok(e) = self.fwd.find_entry(Self::hash(hk, &slot.fwd), |&i| i == idx) {
-            e.remove();
-        }
-        if slot.has_rev
-            && let Ok(e) = self.rev.find_entry(Self::hash(hk, &slot.rev), |&i| i == idx)
-        {
-            e.remove();
+        self.fwd.remove(Self::hash(hk, &slot.fwd), idx);
+        if slot.has_rev {
+            self.rev.remove(Self::hash(hk, &slot.rev), idx);
         }
         self.free.push((idx, slot.gen_));
         Some(slot)
     }
 
     fn memory_bytes(&self) -> usize {
-        // hashbrown keeps one control byte per bucket and at most 7/8 of the buckets full.
-        let table = |t: &HashTable<u32>| t.capacity() * 8 / 7 * (4 + 1);
         self.slots.capacity() * size_of::<Option<Slot<K, X>>>()
             + self.free.capacity() * 8
-            + table(&self.fwd)
-            + table(&self.rev)
+            + self.fwd.memory_bytes()
+            + self.rev.memory_bytes()
+    }
+
+    fn regions(&self) -> [(*const u8, usize); 3] {
+        [
+            (self.slots.as_ptr().cast(), self.slots.capacity() * size_of::<Option<Slot<K, X>>>()),
+            self.fwd.region(),
+            self.rev.region(),
+        ]
     }
 }
 
@@ -176,7 +209,14 @@ pub struct SessionTable<X = ()> {
     stats: TableStats,
     /// (reverse, forward) keys of removed sessions, for the concurrent wrapper's reverse index.
     removal_log: Option<Vec<(FlowKey, FlowKey)>>,
+    /// Tells this table's [`Prepared`] lookups from other tables'.
+    id: u32,
+    /// Inserts so far: a [`Prepared`] miss or reverse-key hit holds only while this is unchanged.
+    inserts: u64,
 }
+
+/// Identities of tables, for [`Prepared`].
+static NEXT_TABLE_ID: AtomicU32 = AtomicU32::new(1);
 
 /// Dispatches to the family of `$fam`, binding it as `$f`.
 macro_rules! fam {
@@ -226,6 +266,8 @@ impl<X> SessionTable<X> {
             sweep: 0,
             stats: TableStats::default(),
             removal_log: None,
+            id: NEXT_TABLE_ID.fetch_add(1, Ordering::Relaxed),
+            inserts: 0,
         }
     }
 
@@ -276,6 +318,19 @@ impl<X> SessionTable<X> {
             + (self.half_open.capacity() + self.done.capacity()) * 8
     }
 
+    /// The table's large allocations as (start, length in bytes): session slots and indexes
+    /// of both address families. A driver may advise the kernel to back them with huge pages
+    /// (`madvise(MADV_HUGEPAGE)`), which saves a TLB miss on most lookups of a big table. With
+    /// [`TableConfig::preallocate`] the IPv4 regions are reserved but not yet touched when the
+    /// table is created, so advice given right after creation applies to all of them; regions
+    /// move when a table that was not preallocated grows.
+    pub fn memory_regions(&self) -> Vec<(*const u8, usize)> {
+        let mut v: Vec<(*const u8, usize)> =
+            self.v4.regions().into_iter().chain(self.v6.regions()).collect();
+        v.retain(|&(_, len)| len > 0);
+        v
+    }
+
     fn locate(&self, key: &FlowKey) -> Option<(Fam, u32, Direction)> {
         let hk = &self.config.hash_key;
         if let Some(k) = K4::pack(key) {
@@ -316,6 +371,18 @@ impl<X> SessionTable<X> {
     /// is collected and not returned.
     pub fn lookup(&mut self, key: &FlowKey, now: Instant) -> Option<EntryMut<'_, X>> {
         let (fam, idx, dir) = self.locate(key)?;
+        self.entry_at(fam, idx, dir, now)
+    }
+
+    /// The entry of a located session, or `None` after collecting it if it expired.
+    #[inline]
+    fn entry_at(
+        &mut self,
+        fam: Fam,
+        idx: u32,
+        dir: Direction,
+        now: Instant,
+    ) -> Option<EntryMut<'_, X>> {
         if self.session(fam, idx).expires <= now {
             self.unlink(fam, idx);
             self.stats.expired += 1;
@@ -352,6 +419,7 @@ impl<X> SessionTable<X> {
             (None, None) => return Err(InsertError::FamilyMismatch),
         };
         self.make_room(now, session.state.is_half_open())?;
+        self.inserts += 1;
         if session.expires == Instant::ZERO {
             session.expires = now + self.config.timeouts.of(session.state);
         }

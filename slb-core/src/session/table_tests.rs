@@ -221,3 +221,14 @@ fn a_session_re_entering_half_open_is_not_older_than_it_is() {
     assert!(t.get(&key(2, 1)).is_none(), "B is the oldest half-open session");
     assert_eq!(t.stats().evicted_half_open, 1);
 }
+
+#[test]
+fn memory_regions_cover_the_preallocated_storage() {
+    let config = TableConfig { capacity: 10_000, preallocate: true, ..TableConfig::default() };
+    let t: SessionTable<u64> = SessionTable::new(config);
+    let regions = t.memory_regions();
+    assert_eq!(regions.len(), 3, "IPv4 slots and both indexes; nothing for IPv6 yet");
+    let total: usize = regions.iter().map(|r| r.1).sum();
+    assert!(total <= t.memory_bytes() && total * 10 >= t.memory_bytes() * 9, "{total}");
+    assert!(SessionTable::<u64>::new(TableConfig::default()).memory_regions().is_empty());
+}

@@ -7,15 +7,21 @@
 //! half-closed or UDP session). Where the contract leaves a choice to the table (which expired
 //! sessions a bounded sweep reaches first), the model accepts any legal outcome and then follows
 //! the table; everything else must match exactly, after every operation.
+//!
+//! Burst lookups are checked on the way: every fifth operation prepares hints
+//! ([`SessionTable::prepare`]) for the whole decoded key space, and the lookups of odd
+//! operations go through [`SessionTable::lookup_prepared`] with the key's hint, however many
+//! inserts, removals, expiries and evictions happened since; the oracle knows nothing of hints.
 
 use hashbrown::{HashMap, HashSet};
 use std::fmt;
 
-use super::session_ops::{ModelConfig, SessionOp, decode};
+use super::session_ops::{KeySpec, ModelConfig, SessionOp, decode};
 use crate::backend::BackendId;
 use crate::flow::{FlowKey, Protocol};
 use crate::session::{
-    ConnState, Direction, InsertError, Session, SessionTable, TableConfig, TableStats, Timeouts,
+    ConnState, Direction, EntryMut, InsertError, Prepared, Session, SessionTable, TableConfig,
+    TableStats, Timeouts,
 };
 use crate::time::Instant;
 
@@ -56,6 +62,9 @@ pub struct Coverage {
     pub evicted: [u64; 2],
     /// State changes through an entry.
     pub state_changes: u64,
+    /// Lookups made with a hint from a burst `prepare` (often stale: prepared several
+    /// operations earlier).
+    pub prepared_lookups: u64,
 }
 
 impl std::ops::AddAssign for Coverage {
@@ -70,6 +79,7 @@ impl std::ops::AddAssign for Coverage {
         self.evicted[0] += o.evicted[0];
         self.evicted[1] += o.evicted[1];
         self.state_changes += o.state_changes;
+        self.prepared_lookups += o.prepared_lookups;
     }
 }
 
@@ -118,6 +128,39 @@ pub struct SessionModel {
     fresh: u32,
     step: usize,
     coverage: Coverage,
+    /// Burst-lookup hints for the decoded key space, refreshed every few operations.
+    hints: HashMap<FlowKey, Prepared>,
+}
+
+/// Keys the decoder produces (see `session_ops::key`): what the hints are prepared for.
+fn decoded_keys() -> Vec<FlowKey> {
+    let mut v: Vec<FlowKey> = (0..=255u8).map(|b| KeySpec(b & 0xd3).flow()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Every `PREPARE_EVERY`-th operation refreshes the hints; lookups of odd operations use them,
+/// so a hint is used after up to that many operations changed the table.
+const PREPARE_EVERY: usize = 5;
+
+/// The table's `lookup`, or on odd steps `lookup_prepared` with the key's (possibly stale)
+/// hint: both must give the same answer.
+fn lookup<'t>(
+    table: &'t mut SessionTable<u32>,
+    hints: &HashMap<FlowKey, Prepared>,
+    coverage: &mut Coverage,
+    step: usize,
+    key: &FlowKey,
+    now: Instant,
+) -> Option<EntryMut<'t, u32>> {
+    match hints.get(key) {
+        Some(h) if step % 2 == 1 => {
+            coverage.prepared_lookups += 1;
+            table.lookup_prepared(key, *h, now)
+        }
+        _ => table.lookup(key, now),
+    }
 }
 
 impl SessionModel {
@@ -141,6 +184,7 @@ impl SessionModel {
             fresh: 0,
             step: 0,
             coverage: Coverage::default(),
+            hints: HashMap::new(),
         }
     }
 
@@ -183,6 +227,12 @@ impl SessionModel {
     /// the counts, statistics and backend counters after every operation, and every session's
     /// contents after every fourth (and in [`SessionModel::check_all`]).
     pub fn apply(&mut self, op: &SessionOp) -> Result<(), Divergence> {
+        if self.step % PREPARE_EVERY == 0 {
+            let keys = decoded_keys();
+            let mut hints = vec![Prepared::default(); keys.len()];
+            self.table.prepare(&keys, &mut hints);
+            self.hints = keys.into_iter().zip(hints).collect();
+        }
         let full = self.step % 4 == 3;
         let res = self.apply_inner(op).and_then(|()| self.check_invariants(full));
         let step = self.step;
@@ -220,7 +270,15 @@ impl SessionModel {
             SessionOp::Lookup(key) => self.with_entry(key.flow(), |_, _| {}),
             SessionOp::RecordPacket(key) => {
                 let timeouts = self.timeouts;
-                let got = self.table.lookup(&key.flow(), now).map(|mut e| e.record_packet(now));
+                let got = lookup(
+                    &mut self.table,
+                    &self.hints,
+                    &mut self.coverage,
+                    self.step,
+                    &key.flow(),
+                    now,
+                )
+                .map(|mut e| e.record_packet(now));
                 let mut count = None;
                 self.expect_entry(key.flow(), got.is_some(), |e, dir| {
                     e.last_seen = now;
@@ -235,7 +293,15 @@ impl SessionModel {
                 ensure(got == count, || format!("record_packet returned {got:?}, want {count:?}"))
             }
             SessionOp::SetState(key, state) => {
-                let got = self.table.lookup(&key.flow(), now).map(|mut e| e.set_state(state, now));
+                let got = lookup(
+                    &mut self.table,
+                    &self.hints,
+                    &mut self.coverage,
+                    self.step,
+                    &key.flow(),
+                    now,
+                )
+                .map(|mut e| e.set_state(state, now));
                 let (timeouts, seq) = (self.timeouts, &mut self.seq);
                 let mut changes = 0;
                 let found = got.is_some();
@@ -252,11 +318,27 @@ impl SessionModel {
                 Ok(())
             }
             SessionOp::SetBackend(key, backend) => {
-                let got = self.table.lookup(&key.flow(), now).map(|mut e| e.set_backend(backend));
+                let got = lookup(
+                    &mut self.table,
+                    &self.hints,
+                    &mut self.coverage,
+                    self.step,
+                    &key.flow(),
+                    now,
+                )
+                .map(|mut e| e.set_backend(backend));
                 self.expect_entry(key.flow(), got.is_some(), |e, _| e.backend = backend)
             }
             SessionOp::RemoveEntry(key) => {
-                let got = self.table.lookup(&key.flow(), now).map(|e| e.remove());
+                let got = lookup(
+                    &mut self.table,
+                    &self.hints,
+                    &mut self.coverage,
+                    self.step,
+                    &key.flow(),
+                    now,
+                )
+                .map(|e| e.remove());
                 let fwd = self.locate(&key.flow()).map(|(f, _)| f);
                 self.expect_entry(key.flow(), got.is_some(), |_, _| {})?;
                 if let (Some(s), Some(fwd)) = (got, fwd) {
@@ -325,7 +407,8 @@ impl SessionModel {
     /// `lookup` through the table's entry, then the oracle's view of the same entry.
     fn with_entry(&mut self, key: FlowKey, f: impl FnOnce(&mut Expected, Direction)) -> Check {
         let now = self.now;
-        let got = self.table.lookup(&key, now).map(|e| (e.direction(), e.session().clone()));
+        let got = lookup(&mut self.table, &self.hints, &mut self.coverage, self.step, &key, now)
+            .map(|e| (e.direction(), e.session().clone()));
         let mut dir_seen = None;
         self.expect_entry(key, got.is_some(), |e, d| {
             dir_seen = Some(d);

@@ -1,0 +1,243 @@
+//! Burst lookups: find many keys at once so that their cache misses overlap.
+//!
+//! One lookup in a big table waits for two memory accesses in a row (the index bucket, then the
+//! session slot), each a cache (and often TLB) miss of a few hundred nanoseconds. Independent
+//! misses overlap: [`SessionTable::prepare`] hashes a burst of keys and reads all their home
+//! buckets first, then all the candidate slots, so a burst of 16 waits about as long as one
+//! lookup. It records where each key was found in a [`Prepared`]; the caller then does its
+//! per-key work with [`SessionTable::lookup_prepared`], whose answer is exactly what
+//! [`SessionTable::lookup`] would give at that moment: a hint that no longer holds (the table
+//! changed in between) is detected and the lookup done afresh.
+//!
+//! The reads are ordinary loads (slb-core forbids `unsafe`, so no prefetch instruction): their
+//! values are folded together and passed to [`std::hint::black_box`], and since nothing waits
+//! on them the CPU keeps many in flight.
+
+use std::hint::black_box;
+
+use super::{Direction, EntryMut, Fam, Family, K4, K6, PackedKey, SessionTable};
+use crate::flow::{FlowKey, HashKey};
+use crate::time::Instant;
+
+/// Keys prepared per round: enough misses in flight to hide the memory latency, few enough to
+/// stay within the CPU's outstanding-miss and load-queue limits.
+const ROUND: usize = 16;
+
+const VALID: u8 = 1;
+const V6: u8 = 2;
+const OUTBOUND: u8 = 4;
+
+/// Where [`SessionTable::prepare`] found one key (or proof that it was absent), for
+/// [`SessionTable::lookup_prepared`]. `Prepared::default()` holds nothing (the lookup is done
+/// afresh).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Prepared {
+    table: u32,
+    flags: u8,
+    /// Candidate slot + 1; 0: the key was absent.
+    slot: u32,
+    /// The table's insert count when prepared.
+    inserts: u64,
+}
+
+/// The family of a key, with the key's hash.
+#[derive(Clone, Copy)]
+enum Packed {
+    V4(u64),
+    V6(u64),
+    /// Mixed families: no session can have this key.
+    None,
+}
+
+impl Packed {
+    #[inline(always)]
+    fn of(hk: &HashKey, key: &FlowKey) -> Packed {
+        if let Some(k) = K4::pack(key) {
+            return Packed::V4(Family::<K4, ()>::hash(hk, &k));
+        }
+        match K6::pack(key) {
+            Some(k) => Packed::V6(Family::<K6, ()>::hash(hk, &k)),
+            None => Packed::None,
+        }
+    }
+}
+
+impl<K: PackedKey, X> Family<K, X> {
+    /// Checks a prepared candidate: `Some(answer)` when it holds, `None` when the lookup must
+    /// be done afresh.
+    #[inline]
+    fn resolve(&self, k: &K, p: &Prepared, fresh: bool) -> Option<Option<(u32, Direction)>> {
+        if p.slot == 0 {
+            // Absent when prepared (no tag matched in either index): still absent if nothing
+            // was inserted since.
+            return fresh.then_some(None);
+        }
+        let idx = p.slot - 1;
+        let s = self.slots.get(idx as usize)?.as_ref()?;
+        if p.flags & OUTBOUND == 0 {
+            // A forward key is unique and always wins: a live slot holding it is the answer.
+            return (s.fwd == *k).then_some(Some((idx, Direction::Inbound)));
+        }
+        // Found by its reverse key, with no forward match when prepared: holds while no session
+        // was inserted (which could bring that forward key).
+        (fresh && s.has_rev && s.rev == *k).then_some(Some((idx, Direction::Outbound)))
+    }
+}
+
+impl<X> SessionTable<X> {
+    /// Prepares the lookups of a burst of keys: hashes them all, then reads all their index
+    /// buckets, then all their candidate sessions, so that the memory accesses of the whole
+    /// burst overlap. `out[i]` receives the hint for `keys[i]` (for the shorter of the two
+    /// slices); pass it with the same key to [`SessionTable::lookup_prepared`].
+    pub fn prepare(&self, keys: &[FlowKey], out: &mut [Prepared]) {
+        let hk = self.config.hash_key;
+        let n = keys.len().min(out.len());
+        let mut acc = 0u64;
+        for (keys, out) in keys[..n].chunks(ROUND).zip(out[..n].chunks_mut(ROUND)) {
+            // Each round first computes, then reads memory in a tight loop, so that all the
+            // round's reads fit in the CPU's reorder window and are in flight together.
+            let mut packed = [Packed::None; ROUND];
+            for (p, key) in packed.iter_mut().zip(keys) {
+                *p = Packed::of(&hk, key);
+            }
+            // Round one: the forward home buckets.
+            for p in &packed[..keys.len()] {
+                acc ^= match *p {
+                    Packed::V4(h) => self.v4.fwd.touch(h),
+                    Packed::V6(h) => self.v6.fwd.touch(h),
+                    Packed::None => 0,
+                };
+            }
+            // Round two: forward candidates (then their slots are read) or, for keys with none,
+            // the reverse home buckets.
+            let mut again = 0u32;
+            for (i, (p, o)) in packed.iter().zip(out.iter_mut()).enumerate() {
+                let (cand, flags) = match *p {
+                    Packed::V4(h) => (self.v4.fwd.candidate(h), VALID),
+                    Packed::V6(h) => (self.v6.fwd.candidate(h), VALID | V6),
+                    Packed::None => (Some(u32::MAX), 0),
+                };
+                again |= u32::from(cand.is_none()) << i;
+                let slot = cand.map_or(0, |c| c.wrapping_add(1));
+                *o = Prepared { table: self.id, flags, slot, inserts: self.inserts };
+            }
+            acc ^= self.touch(&packed, out, again);
+            // Round three: reverse candidates and their slots.
+            if again != 0 {
+                let mut m = again;
+                while m != 0 {
+                    let i = m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    let cand = match packed[i] {
+                        Packed::V4(h) => self.v4.rev.candidate(h),
+                        Packed::V6(h) => self.v6.rev.candidate(h),
+                        Packed::None => None,
+                    };
+                    out[i].slot = cand.map_or(0, |c| c + 1);
+                    out[i].flags |= OUTBOUND;
+                }
+                acc ^= self.touch(&packed, out, 0);
+            }
+        }
+        black_box(acc);
+    }
+
+    /// Reads the candidate slots of `out` (and, for the keys flagged in `rev_buckets`, their
+    /// reverse home buckets) in one tight loop.
+    #[inline(always)]
+    fn touch(&self, packed: &[Packed; ROUND], out: &[Prepared], rev_buckets: u32) -> u64 {
+        let mut acc = 0u64;
+        for (i, (p, o)) in packed.iter().zip(out).enumerate() {
+            acc ^= match *p {
+                Packed::V4(h) if rev_buckets >> i & 1 == 1 => self.v4.rev.touch(h),
+                Packed::V6(h) if rev_buckets >> i & 1 == 1 => self.v6.rev.touch(h),
+                Packed::V4(_) if o.slot != 0 => self.v4.touch_slot(o.slot - 1),
+                Packed::V6(_) if o.slot != 0 => self.v6.touch_slot(o.slot - 1),
+                _ => 0,
+            };
+        }
+        acc
+    }
+
+    /// [`SessionTable::lookup`] with a hint from [`SessionTable::prepare`] for the same key:
+    /// the same answer, found without the memory waits when the hint still holds. A hint for
+    /// another key or table, or one the table's changes since have made stale, is ignored.
+    pub fn lookup_prepared(
+        &mut self,
+        key: &FlowKey,
+        hint: Prepared,
+        now: Instant,
+    ) -> Option<EntryMut<'_, X>> {
+        let found = match self.resolve(key, &hint) {
+            Some(answer) => answer,
+            None => self.locate(key),
+        };
+        let (fam, idx, dir) = found?;
+        self.entry_at(fam, idx, dir, now)
+    }
+
+    fn resolve(&self, key: &FlowKey, p: &Prepared) -> Option<Option<(Fam, u32, Direction)>> {
+        if p.table != self.id || p.flags & VALID == 0 {
+            return None;
+        }
+        let fresh = p.inserts == self.inserts;
+        if p.flags & V6 == 0 {
+            let k = K4::pack(key)?;
+            Some(self.v4.resolve(&k, p, fresh)?.map(|(i, d)| (Fam::V4, i, d)))
+        } else {
+            let k = K6::pack(key)?;
+            Some(self.v6.resolve(&k, p, fresh)?.map(|(i, d)| (Fam::V6, i, d)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::backend::BackendId;
+    use crate::flow::Protocol;
+    use crate::session::{ConnState, Session, TableConfig};
+
+    fn fwd(i: u32) -> FlowKey {
+        FlowKey::v4(Protocol::Udp, Ipv4Addr::from(0x0b00_0000 + i), 1000, [10, 0, 0, 1].into(), 53)
+    }
+
+    fn rev(i: u32) -> FlowKey {
+        FlowKey::v4(Protocol::Udp, [10, 0, 2, 1].into(), 53, Ipv4Addr::from(0x0c00_0000 + i), 7)
+    }
+
+    #[test]
+    fn fresh_hints_resolve_without_a_second_search() {
+        let mut t: SessionTable<()> = SessionTable::new(TableConfig::default());
+        let now = Instant::from_secs(1);
+        for i in 0..1000 {
+            let s = Session::new(BackendId(1), ConnState::Udp, now, ());
+            t.insert(now, fwd(i), Some(rev(i)), s).unwrap();
+        }
+        // Hits both ways and misses of both families, more than one round.
+        let mut keys: Vec<FlowKey> = (0..20).map(fwd).chain((0..20).map(rev)).collect();
+        keys.push(fwd(5000));
+        keys.push(FlowKey::new(
+            Protocol::Tcp,
+            "[2001:db8::1]:1".parse().unwrap(),
+            "[2001:db8::2]:2".parse().unwrap(),
+        ));
+        let mut hints = vec![Prepared::default(); keys.len()];
+        t.prepare(&keys, &mut hints);
+        for (i, (k, h)) in keys.iter().zip(&hints).enumerate() {
+            let want = t.locate(k).map(|(_, idx, d)| (idx, d));
+            let got = t.resolve(k, h).unwrap_or_else(|| panic!("key {i} {k}: hint {h:?} unused"));
+            assert_eq!(got.map(|(_, idx, d)| (idx, d)), want, "key {i}");
+        }
+        // An insert makes misses and reverse hits stale; forward hits still hold.
+        let s = Session::new(BackendId(1), ConnState::Udp, now, ());
+        t.insert(now, fwd(5000), None, s).unwrap();
+        assert!(t.resolve(&keys[0], &hints[0]).is_some());
+        assert!(t.resolve(&keys[20], &hints[20]).is_none());
+        assert!(t.resolve(&keys[40], &hints[40]).is_none());
+        let e = t.lookup_prepared(&keys[40], hints[40], now).expect("inserted since");
+        assert_eq!(e.direction(), Direction::Inbound);
+    }
+}
