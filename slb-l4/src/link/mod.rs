@@ -31,6 +31,16 @@ use std::io;
 
 use crate::frame::FrameBuf;
 
+/// Advises the kernel to back `regions` (start, length in bytes) with transparent huge pages,
+/// e.g. a session table's [`memory_regions`](slb_core::session::SessionTable::memory_regions)
+/// right after the table is created: a lookup in a big table then misses the TLB far less
+/// often. Takes effect for pages not yet touched (and, later, through `khugepaged`) when the
+/// system's THP mode is `always` or `madvise`. Returns the bytes advised.
+#[cfg(feature = "io")]
+pub fn advise_huge_pages(regions: &[(*const u8, usize)]) -> usize {
+    sys::advise_huge_pages(regions)
+}
+
 /// Counters every link keeps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkStats {

@@ -525,3 +525,44 @@ impl Drop for RxRing {
         }
     }
 }
+
+/// Advises transparent huge pages (`madvise(MADV_HUGEPAGE)`) for the whole 4 KiB pages inside
+/// each region; returns the bytes advised. Regions the kernel refuses are skipped.
+pub(crate) fn advise_huge_pages(regions: &[(*const u8, usize)]) -> usize {
+    const PAGE: usize = 4096;
+    let mut advised = 0;
+    for &(start, len) in regions {
+        let first = (start as usize).next_multiple_of(PAGE);
+        let end = (start as usize + len) & !(PAGE - 1);
+        if end <= first {
+            continue;
+        }
+        // SAFETY: MADV_HUGEPAGE changes only the kernel's paging policy for the range, never the
+        // contents or validity of memory, whatever the range (an unmapped one fails with
+        // ENOMEM), so no Rust reference or allocation is affected.
+        let rc =
+            unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE) };
+        if rc == 0 {
+            advised += end - first;
+        }
+    }
+    advised
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_page_advice_rounds_to_whole_pages() {
+        assert_eq!(advise_huge_pages(&[(std::ptr::null(), 0)]), 0);
+        let v = vec![0u8; 8 << 20];
+        assert_eq!(advise_huge_pages(&[(v.as_ptr().wrapping_add(1), 4096)]), 0, "no whole page");
+        let n = advise_huge_pages(&[(v.as_ptr(), v.len())]);
+        assert_eq!(n % 4096, 0);
+        assert!(n <= v.len() && n + 4096 >= v.len() || n == 0, "{n}");
+        if std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+            assert!(n > 0, "THP is configured, yet the advice was refused");
+        }
+    }
+}
