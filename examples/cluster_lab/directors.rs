@@ -1,15 +1,127 @@
-//! Starting, killing and upgrading directors.
+//! Starting, killing and upgrading directors: slb's `l4_director` (slb-l4 + slb-sync, one
+//! process per director namespace), or the kernel baseline (iptables DNAT + SNAT, no sync).
 
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use slb::l4::lab::{Lab, Proc};
+use slb::l4::lab::{Lab, Proc, SIGTERM, in_netns, wait_until};
 
 use crate::topo::{self, Mode, Topology, VIP, VPORT};
 use crate::{Args, DirectorKind};
 
+/// Where each director serves its counters (inside its own namespace).
+const STATS: &str = "127.0.0.1:9100";
+
 pub(crate) struct Directors {
     pub(crate) procs: Vec<Option<Proc>>,
     pub(crate) members: Vec<usize>,
+    /// Configuration files and logs.
+    pub(crate) dir: PathBuf,
+}
+
+impl Directors {
+    pub(crate) fn new(n: usize) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("slb-cluster-lab-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Directors { procs: (0..n).map(|_| None).collect(), members: (0..n).collect(), dir })
+    }
+}
+
+impl Drop for Directors {
+    fn drop(&mut self) {
+        if std::env::var_os("SLB_LAB_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The `l4_director` binary next to this one (cargo builds examples into one directory).
+fn director_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let bin = me.with_file_name("l4_director");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} not found: build the examples first (cargo build --features lab --examples)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+fn config(topo: &Topology, mode: Mode, i: usize) -> String {
+    let n = topo.directors.len();
+    let reals: Vec<String> =
+        (0..topo.servers.len()).map(|s| format!("\"{}:{VPORT}\"", topo::server_ip(s))).collect();
+    let mode_name = mode.name();
+    let locals =
+        if mode == Mode::FullNat { format!("[\"{}\"]", topo::local_ip(i)) } else { "[]".into() };
+    let mut c = format!(
+        r#"[director]
+link = "batched"
+local_addresses = {locals}
+
+[[port]]
+interface = "eth0"
+[[port]]
+interface = "eth1"
+
+[[route]]
+prefix = "0.0.0.0/0"
+port = 0
+via = "10.2.0.1"
+
+[health]
+kind = "tcp"
+interval_ms = 200
+timeout_ms = 200
+rise = 2
+fall = 2
+
+[[service]]
+proto = "tcp"
+vip = "{VIP}"
+port = {VPORT}
+mode = "{mode_name}"
+scheduler = "mh"
+reals = [{reals}]
+
+[stats]
+listen = "{STATS}"
+every_ms = 100
+
+[sync]
+node = {node}
+cluster = 7
+secret = "slb cluster lab"
+interface = "{iface}"
+heartbeat_ms = 50
+dead_after = 3
+"#,
+        reals = reals.join(", "),
+        node = i + 1,
+        iface = topo::director_up_ip(i),
+    );
+    match mode {
+        Mode::FullNat => {
+            for j in 0..n {
+                c += &format!(
+                    "\n[[sync.takeover]]\nhome = {}\naddresses = [\"{}\"]\n",
+                    j + 1,
+                    topo::local_ip(j)
+                );
+            }
+        }
+        Mode::Nat => {
+            c += &format!(
+                "\n[[sync.takeover]]\naddresses = [\"{}\", \"{}\"]\n",
+                topo::FLOAT_UP,
+                topo::FLOAT_DOWN
+            );
+        }
+        Mode::Dr => {}
+    }
+    c
 }
 
 /// Starts director `i` (and, in the kernel baseline, configures its kernel instead).
@@ -40,13 +152,52 @@ pub(crate) fn start(
             Ok(())
         }
         DirectorKind::Slb => {
-            let _ = (dirs, lab);
-            anyhow::bail!("the slb director is not wired into the cluster lab yet")
+            let bin = director_binary()?;
+            let cfg = dirs.dir.join(format!("d{}.toml", i + 1));
+            std::fs::write(&cfg, config(topo, mode, i))?;
+            let log = dirs.dir.join(format!("d{}.log", i + 1));
+            let p =
+                lab.spawn(d, &[bin.as_os_str(), "--config".as_ref(), cfg.as_os_str()], Some(&log))?;
+            dirs.procs[i] = Some(p);
+            Ok(())
         }
     }
 }
 
+/// `GET path` on director `i`'s stats endpoint: (status code, body).
+pub(crate) fn http_get(topo: &Topology, i: usize, path: &str) -> Option<(u16, String)> {
+    let ns = topo.directors[i].name().to_owned();
+    let path = path.to_owned();
+    in_netns(&ns, move || -> Option<(u16, String)> {
+        let addr: SocketAddr = STATS.parse().ok()?;
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let code = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        Some((code, body))
+    })
+    .ok()
+    .flatten()
+}
+
+/// A gauge or counter without labels from a director's metrics.
+pub(crate) fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Waits until director `i` says its startup resync is over.
+pub(crate) fn wait_ready(topo: &Topology, i: usize, limit: Duration) -> bool {
+    wait_until(limit, || http_get(topo, i, "/ready").is_some_and(|(c, _)| c == 200))
+}
+
 /// Kills director `i` with SIGKILL, then withdraws its next hop after `detect` (BFD).
+/// `during` runs right after the kill (e.g. opening connections in the failover window).
 pub(crate) fn kill(
     lab: &mut Lab,
     topo: &Topology,
@@ -54,6 +205,7 @@ pub(crate) fn kill(
     i: usize,
     dirs: &mut Directors,
     detect: Duration,
+    during: impl FnOnce(),
 ) -> anyhow::Result<()> {
     if let Some(p) = dirs.procs[i].take() {
         lab.kill(&p);
@@ -62,8 +214,10 @@ pub(crate) fn kill(
         lab.ip(&topo.directors[i], &["link", "set", "eth0", "down"])?;
         lab.ip(&topo.directors[i], &["link", "set", "eth1", "down"])?;
     }
+    let killed = Instant::now();
     eprintln!("killed d{}", i + 1);
-    std::thread::sleep(detect);
+    during();
+    std::thread::sleep(detect.saturating_sub(killed.elapsed()));
     if mode != Mode::Nat {
         dirs.members.retain(|&m| m != i);
         topo::set_group(lab, &topo.rt, &dirs.members)?;
@@ -72,7 +226,10 @@ pub(crate) fn kill(
     Ok(())
 }
 
-/// Rolling upgrade step for director `i`: withdraw, stop, start, resync, rejoin.
+/// Rolling upgrade step for director `i`: withdraw it from the ECMP group, stop it with SIGTERM
+/// (it leaves the sync cluster and keeps forwarding while its peers take over its addresses),
+/// start it again, wait until it has resynced, and put it back in the group. Returns the time
+/// from the new process's start to its readiness.
 pub(crate) fn upgrade(
     lab: &mut Lab,
     topo: &Topology,
@@ -80,20 +237,56 @@ pub(crate) fn upgrade(
     mode: Mode,
     i: usize,
     dirs: &mut Directors,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Duration> {
     anyhow::ensure!(args.director == DirectorKind::Slb, "upgrade needs the slb director");
-    let _ = (lab, topo, mode, i, dirs);
-    anyhow::bail!("the slb director is not wired into the cluster lab yet")
+    if mode != Mode::Nat {
+        dirs.members.retain(|&m| m != i);
+        topo::set_group(lab, &topo.rt, &dirs.members)?;
+        eprintln!("withdrew d{} from the ECMP group", i + 1);
+    }
+    let p = dirs.procs[i].take().ok_or_else(|| anyhow::anyhow!("d{} is not running", i + 1))?;
+    lab.signal(&p, SIGTERM);
+    if !lab.wait_exit(&p, Duration::from_secs(5)) {
+        eprintln!("d{} did not exit on SIGTERM within 5 s: killed", i + 1);
+    }
+    lab.kill(&p);
+    let t = Instant::now();
+    start(lab, topo, args, mode, i, dirs)?;
+    anyhow::ensure!(wait_ready(topo, i, Duration::from_secs(20)), "d{} never became ready", i + 1);
+    let resync = t.elapsed();
+    eprintln!("d{} restarted and ready after {resync:?}", i + 1);
+    if mode != Mode::Nat {
+        dirs.members.push(i);
+        dirs.members.sort_unstable();
+        topo::set_group(lab, &topo.rt, &dirs.members)?;
+        eprintln!("d{} rejoined the ECMP group", i + 1);
+    }
+    Ok(resync)
 }
 
-/// Waits until every director knows every stream's session (synced), when the directors can
-/// tell; the kernel baseline cannot and does not sync.
-pub(crate) fn wait_synced(topo: &Topology, args: &Args, connections: usize) -> anyhow::Result<()> {
-    let _ = (topo, connections);
-    match args.director {
-        DirectorKind::Kernel => Ok(()),
-        DirectorKind::Slb => {
-            anyhow::bail!("the slb director is not wired into the cluster lab yet")
-        }
+/// Waits until every running director holds every stream's session (its own or synced),
+/// when the directors can tell; the kernel baseline cannot and does not sync.
+pub(crate) fn wait_synced(
+    topo: &Topology,
+    args: &Args,
+    dirs: &Directors,
+    connections: usize,
+) -> anyhow::Result<()> {
+    if args.director == DirectorKind::Kernel {
+        return Ok(());
     }
+    let running: Vec<usize> = (0..dirs.procs.len()).filter(|&i| dirs.procs[i].is_some()).collect();
+    let mut seen = vec![0u64; topo.directors.len()];
+    let ok = wait_until(Duration::from_secs(20), || {
+        running.iter().all(|&i| {
+            let n = http_get(topo, i, "/metrics")
+                .and_then(|(_, body)| metric(&body, "slb_cluster_sessions_established"))
+                .unwrap_or(0);
+            seen[i] = n;
+            n >= connections as u64
+        })
+    });
+    anyhow::ensure!(ok, "sessions not synced everywhere: established per director {seen:?}");
+    eprintln!("every director holds the {connections} sessions: {seen:?}");
+    Ok(())
 }

@@ -54,6 +54,10 @@ struct Args {
     /// Bytes per second each server sends per connection.
     #[arg(long, default_value_t = 20_000)]
     rate: u64,
+    /// Servers write every this many milliseconds (the resolution of the stall figures; larger
+    /// values mean fewer packets, for unoptimized builds).
+    #[arg(long, default_value_t = 10)]
+    tick_ms: u64,
     /// Delay between a director's death and the router withdrawing it (BFD detection time).
     #[arg(long, default_value_t = 300)]
     detect_ms: u64,
@@ -75,6 +79,8 @@ enum Cmd {
         #[arg(long)]
         rate: u64,
         #[arg(long)]
+        tick_ms: u64,
+        #[arg(long)]
         id: u8,
     },
 }
@@ -84,6 +90,8 @@ enum Scenario {
     Kill,
     Upgrade,
     ServerFail,
+    /// Nothing happens: the control for stall figures.
+    Steady,
 }
 
 impl Scenario {
@@ -92,6 +100,7 @@ impl Scenario {
             Scenario::Kill => "kill",
             Scenario::Upgrade => "upgrade",
             Scenario::ServerFail => "server-fail",
+            Scenario::Steady => "steady",
         }
     }
 }
@@ -111,10 +120,15 @@ enum DirectorKind {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Cmd::Serve { listen, rate, id }) = args.cmd {
+    if let Some(Cmd::Serve { listen, rate, tick_ms, id }) = args.cmd {
         let rt =
             tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        return rt.block_on(traffic::serve(listen, rate, id));
+        return rt.block_on(traffic::serve(
+            listen,
+            rate,
+            Duration::from_millis(tick_ms.max(1)),
+            id,
+        ));
     }
     let mode = match args.mode {
         ModeArg::Fullnat => Mode::FullNat,
@@ -178,6 +192,8 @@ fn run(args: &Args, mode: Mode, stop: &AtomicBool) -> anyhow::Result<Report> {
                 listen.as_ref(),
                 "--rate".as_ref(),
                 args.rate.to_string().as_ref(),
+                "--tick-ms".as_ref(),
+                args.tick_ms.to_string().as_ref(),
                 "--id".as_ref(),
                 (i as u8 + 1).to_string().as_ref(),
             ],
@@ -196,10 +212,20 @@ fn run(args: &Args, mode: Mode, stop: &AtomicBool) -> anyhow::Result<Report> {
         anyhow::ensure!(up, "server {addr} did not come up");
     }
 
-    let mut dirs =
-        Directors { procs: (0..n_dir).map(|_| None).collect(), members: (0..n_dir).collect() };
+    let mut dirs = Directors::new(n_dir)?;
     for i in 0..n_dir {
         directors::start(&mut lab, &topo, args, mode, i, &mut dirs)?;
+    }
+    if args.director == DirectorKind::Slb {
+        for i in 0..n_dir {
+            anyhow::ensure!(
+                directors::wait_ready(&topo, i, Duration::from_secs(20)),
+                "d{} never became ready (log: {})",
+                i + 1,
+                dirs.dir.join(format!("d{}.log", i + 1)).display()
+            );
+        }
+        eprintln!("directors ready");
     }
     let vip = SocketAddr::from((VIP, VPORT));
     let c0 = topo.clients[0].name().to_owned();
@@ -220,6 +246,7 @@ fn run(args: &Args, mode: Mode, stop: &AtomicBool) -> anyhow::Result<Report> {
     let base = StreamParams {
         vip,
         retries: 0,
+        retry_delay: Duration::from_secs(1),
         connect_timeout: Duration::from_secs(3),
         measure_from: Arc::new(std::sync::OnceLock::new()),
         stop: stop_rx,
@@ -229,14 +256,21 @@ fn run(args: &Args, mode: Mode, stop: &AtomicBool) -> anyhow::Result<Report> {
     let streams = spawn_streams(&topo, args.connections, 0, &base);
     // Wait until every stream has delivered bytes (connected and verified).
     let all_flowing = wait_until(Duration::from_secs(20), || streams.flowing() >= args.connections);
-    anyhow::ensure!(
-        all_flowing,
-        "only {} of {} streams flowing",
-        streams.flowing(),
-        args.connections
-    );
+    if !all_flowing {
+        let flowing = streams.flowing();
+        let _ = stop_tx.send(true);
+        for r in streams.join().iter().filter(|r| r.error.is_some()).take(10) {
+            eprintln!(
+                "  stream {} (server {:?}): {}",
+                r.id,
+                r.server,
+                r.error.as_deref().unwrap_or("")
+            );
+        }
+        anyhow::bail!("only {flowing} of {} streams flowing", args.connections);
+    }
     eprintln!("{} streams flowing after {:?}", args.connections, t0.elapsed());
-    directors::wait_synced(&topo, args, args.connections)?;
+    directors::wait_synced(&topo, args, &dirs, args.connections)?;
 
     // Stalls count from the first failure on (the setup ramp is not a failover stall). The
     // measuring start is shared through the params of the streams already running.
@@ -251,6 +285,9 @@ fn run(args: &Args, mode: Mode, stop: &AtomicBool) -> anyhow::Result<Report> {
                 lab.kill(&server_procs[0]);
                 eprintln!("killed server s1");
             }
+            // Late connections open right after the failure, while the router still sends some
+            // of them to the dead director (their SYNs are retransmitted), and may retry once.
+            let late_params = StreamParams { retries: 1, ..base.clone() };
             directors::kill(
                 &mut lab,
                 &topo,
@@ -258,20 +295,21 @@ fn run(args: &Args, mode: Mode, stop: &AtomicBool) -> anyhow::Result<Report> {
                 victim,
                 &mut dirs,
                 Duration::from_millis(args.detect_ms),
+                || {
+                    late = Some(spawn_streams(
+                        &topo,
+                        args.late_connections,
+                        args.connections as u32,
+                        &late_params,
+                    ))
+                },
             )?;
-            let late_params = StreamParams { retries: 1, ..base.clone() };
-            late = Some(spawn_streams(
-                &topo,
-                args.late_connections,
-                args.connections as u32,
-                &late_params,
-            ));
         }
+        Scenario::Steady => {}
         Scenario::Upgrade => {
             for i in 0..n_dir {
-                let t = Instant::now();
-                directors::upgrade(&mut lab, &topo, args, mode, i, &mut dirs)?;
-                resync_ms = resync_ms.max(t.elapsed().as_millis() as u64);
+                let resync = directors::upgrade(&mut lab, &topo, args, mode, i, &mut dirs)?;
+                resync_ms = resync_ms.max(resync.as_millis() as u64);
                 let before = progress.load(Ordering::Relaxed);
                 anyhow::ensure!(
                     wait_until(Duration::from_secs(5), || progress.load(Ordering::Relaxed)
@@ -287,6 +325,17 @@ fn run(args: &Args, mode: Mode, stop: &AtomicBool) -> anyhow::Result<Report> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = stop_tx.send(true);
+    if args.director == DirectorKind::Slb {
+        for i in (0..n_dir).filter(|&i| dirs.procs[i].is_some()) {
+            let Some((_, m)) = directors::http_get(&topo, i, "/metrics") else { continue };
+            let drops: Vec<&str> = m
+                .lines()
+                .filter(|l| l.starts_with("slb_l4_drops_total") && !l.ends_with(" 0"))
+                .collect();
+            let synced = directors::metric(&m, "slb_cluster_sessions_synced").unwrap_or(0);
+            eprintln!("d{}: {synced} synced sessions unclaimed, drops {drops:?}", i + 1);
+        }
+    }
     let mut reports = streams.join();
     let late_reports = late.map(streams::Streams::join).unwrap_or_default();
     reports.sort_by_key(|r| r.id);
@@ -296,8 +345,14 @@ fn run(args: &Args, mode: Mode, stop: &AtomicBool) -> anyhow::Result<Report> {
         reports.iter().filter(|r| failed_server.is_some() && r.server == failed_server).count();
     let survived = reports.iter().filter(|r| r.error.is_none()).count();
     let bytes: u64 = reports.iter().chain(&late_reports).map(|r| r.bytes_verified).sum();
-    let max_stall =
-        reports.iter().filter(|r| r.error.is_none()).map(|r| r.max_stall).max().unwrap_or_default();
+    let mut stalls: Vec<Duration> =
+        reports.iter().filter(|r| r.error.is_none()).map(|r| r.max_stall).collect();
+    stalls.sort_unstable();
+    let max_stall = stalls.last().copied().unwrap_or_default();
+    if !stalls.is_empty() {
+        let q = |p: usize| stalls[(stalls.len() - 1) * p / 100].as_millis();
+        eprintln!("stalls (ms): p50 {} p90 {} p99 {} max {}", q(50), q(90), q(99), q(100));
+    }
     let late_ok = late_reports.iter().filter(|r| r.error.is_none() && r.bytes_verified > 0).count();
     for r in reports.iter().chain(&late_reports).filter(|r| r.error.is_some()).take(10) {
         eprintln!(

@@ -53,19 +53,24 @@ impl Keystream {
     }
 }
 
-/// Serves streams on `listen` at `rate` bytes per second per connection, until the process dies.
-/// The first byte of every stream is the server's `id`.
-pub(crate) async fn serve(listen: SocketAddr, rate: u64, id: u8) -> anyhow::Result<()> {
+/// Serves streams on `listen` at `rate` bytes per second per connection, one write every
+/// `tick`, until the process dies. The first byte of every stream is the server's `id`.
+pub(crate) async fn serve(
+    listen: SocketAddr,
+    rate: u64,
+    tick: Duration,
+    id: u8,
+) -> anyhow::Result<()> {
     let l = TcpListener::bind(listen).await?;
     loop {
         let (sock, _) = l.accept().await?;
         tokio::spawn(async move {
-            let _ = serve_one(sock, rate, id).await;
+            let _ = serve_one(sock, rate, tick, id).await;
         });
     }
 }
 
-async fn serve_one(mut sock: TcpStream, rate: u64, id: u8) -> anyhow::Result<()> {
+async fn serve_one(mut sock: TcpStream, rate: u64, tick: Duration, id: u8) -> anyhow::Result<()> {
     sock.set_nodelay(true)?;
     let mut hello = [0u8; 16];
     sock.read_exact(&mut hello).await?;
@@ -84,8 +89,7 @@ async fn serve_one(mut sock: TcpStream, rate: u64, id: u8) -> anyhow::Result<()>
             }
         }
     });
-    let tick = Duration::from_millis(10);
-    let per_tick = (rate / 100).max(1) as usize;
+    let per_tick = (rate * tick.as_millis() as u64 / 1000).max(1) as usize;
     let mut buf = vec![0u8; per_tick];
     let mut next = tokio::time::Instant::now();
     loop {
@@ -121,8 +125,9 @@ pub(crate) type Progress = Arc<AtomicU64>;
 #[derive(Clone)]
 pub(crate) struct StreamParams {
     pub(crate) vip: SocketAddr,
-    /// Extra connect attempts after the first.
+    /// Extra connect attempts after the first (each after `retry_delay`).
     pub(crate) retries: u32,
+    pub(crate) retry_delay: Duration,
     pub(crate) connect_timeout: Duration,
     /// Stalls are measured from this instant on, once it is set (the first failure).
     pub(crate) measure_from: Arc<std::sync::OnceLock<Instant>>,
@@ -136,11 +141,22 @@ pub(crate) struct StreamParams {
 
 /// Opens stream `id` and verifies it until `p.stop` turns true.
 pub(crate) async fn run_stream(id: u32, seed: u64, p: StreamParams) -> StreamReport {
-    let StreamParams { vip, retries, connect_timeout, measure_from, mut stop, progress, flowing } =
-        p;
+    let StreamParams {
+        vip,
+        retries,
+        retry_delay,
+        connect_timeout,
+        measure_from,
+        mut stop,
+        progress,
+        flowing,
+    } = p;
     let mut rep = StreamReport { id, ..StreamReport::default() };
     let mut sock = None;
-    for _ in 0..=retries {
+    for attempt in 0..=retries {
+        if attempt > 0 {
+            tokio::time::sleep(retry_delay).await;
+        }
         rep.attempts += 1;
         match tokio::time::timeout(connect_timeout, TcpStream::connect(vip)).await {
             Ok(Ok(s)) => {

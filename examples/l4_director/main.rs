@@ -46,30 +46,59 @@
 //! vip = "10.0.0.100"
 //! port = 80                 # 0: all ports
 //! mode = "nat"              # nat | fullnat | dr
-//! scheduler = "rr"          # any slb-core scheduler name (rr, swrr, mh, wlc, sh, ...)
+//! scheduler = "mh"          # any slb-core scheduler name (default mh: Maglev, which every
+//!                           # director of a cluster computes alike; rr, swrr, wlc, sh, ...)
 //! hash = "flow"             # flow | source (what hashing schedulers hash)
 //! persistence_secs = 300    # optional, IPVS -p
 //! reals = ["10.0.2.11:80", "10.0.2.12:80"]
+//!
+//! [sync]                    # optional: a cluster of directors replicating sessions (slb-sync)
+//! node = 1                  # unique in the cluster, 1..
+//! cluster = 7
+//! secret = "..."            # or secret_file = "/etc/slb/cluster.key"
+//! interface = "10.0.1.1"    # address of the interface carrying sync (multicast 224.0.0.81:8848)
+//! # group = "224.0.0.81"; port = 8848; ifindex = 0 (IPv6 groups)
+//! # bind = "10.0.1.1:8848"; unicast = ["10.0.1.2:8848", "10.0.1.3:8848"]   # instead of multicast
+//! heartbeat_ms = 100        # peers are down after dead_after missed heartbeats
+//! dead_after = 3
+//! # threshold = 3; period = 50; resync = true; drain_ms = (liveness timeout + 300 ms)
+//! [[sync.takeover]]         # FULLNAT: each director's local addresses, homed on it
+//! home = 1
+//! addresses = ["10.0.2.100"]
+//! [[sync.takeover]]         # NAT active-standby: floating addresses (no home: lowest live id)
+//! addresses = ["10.0.1.254", "10.0.2.254"]
+//!
+//! [stats]                   # optional: GET /metrics (Prometheus text), GET /ready
+//! listen = "127.0.0.1:9100"
 //! ```
+//!
+//! With `[sync]`, the director answers ARP for nothing until its startup resync is over, then
+//! announces what it holds; on SIGTERM it stops the sync engine (its peers take over its
+//! addresses when they miss its heartbeats), keeps forwarding for `drain_ms`, and exits.
 
-use std::net::{IpAddr, SocketAddr};
+mod cluster;
+mod config;
+mod status;
+
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use serde::Deserialize;
 use slb::core::health::{HealthConfig, HealthStatus};
 use slb::core::sched::{SchedulerConfig, SchedulerKind};
 use slb::core::time::Clock;
 use slb::l4::driver::{BoxLink, Director, DriverConfig, interface_info, stop_on_signals};
 use slb::l4::fwd::{
-    Cidr, Forwarder, ForwarderConfig, HashOn, Mac, Mode, Persistence, PortConfig, PortId,
-    RealConfig, Route, ServiceConfig,
+    Cidr, Forwarder, ForwarderConfig, HashOn, Mode, Persistence, PortConfig, PortId, RealConfig,
+    Route, ServiceConfig,
 };
 use slb::l4::health::{HttpProbe, Monitor, TcpConnectProbe, spawn_prober};
 use slb::l4::link::{AfPacketLink, PnetLink};
+
+use config::{Config, fmt_mac, from_harness_env, parse_mac};
 
 #[derive(Parser, Debug)]
 #[command(about = "slb L4 director on real interfaces")]
@@ -77,186 +106,6 @@ struct Args {
     /// TOML configuration (ignored when the l4-compare environment is set).
     #[arg(long)]
     config: Option<std::path::PathBuf>,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    #[serde(default)]
-    director: DirectorSection,
-    #[serde(default)]
-    port: Vec<PortSection>,
-    #[serde(default)]
-    neighbour: Vec<NeighbourSection>,
-    #[serde(default)]
-    route: Vec<RouteSection>,
-    health: Option<HealthSection>,
-    #[serde(default)]
-    service: Vec<ServiceSection>,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, default)]
-struct DirectorSection {
-    link: String,
-    batch: usize,
-    stats_every_secs: u64,
-    strict_tcp: bool,
-    expire_nodest_conn: bool,
-    local_addresses: Vec<IpAddr>,
-}
-
-impl Default for DirectorSection {
-    fn default() -> Self {
-        DirectorSection {
-            link: "batched".into(),
-            batch: 64,
-            stats_every_secs: 0,
-            strict_tcp: true,
-            expire_nodest_conn: false,
-            local_addresses: Vec::new(),
-        }
-    }
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-struct PortSection {
-    interface: String,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-struct NeighbourSection {
-    ip: IpAddr,
-    mac: String,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-struct RouteSection {
-    prefix: String,
-    port: u8,
-    via: Option<IpAddr>,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, default)]
-struct HealthSection {
-    kind: String,
-    path: String,
-    interval_ms: u64,
-    timeout_ms: u64,
-    rise: u32,
-    fall: u32,
-}
-
-impl Default for HealthSection {
-    fn default() -> Self {
-        HealthSection {
-            kind: "tcp".into(),
-            path: "/".into(),
-            interval_ms: 1000,
-            timeout_ms: 500,
-            rise: 2,
-            fall: 3,
-        }
-    }
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-struct ServiceSection {
-    proto: String,
-    vip: IpAddr,
-    port: u16,
-    mode: String,
-    #[serde(default = "rr")]
-    scheduler: String,
-    #[serde(default)]
-    hash: Option<String>,
-    persistence_secs: Option<u64>,
-    reals: Vec<SocketAddr>,
-}
-
-fn rr() -> String {
-    "rr".into()
-}
-
-fn parse_mac(s: &str) -> Result<Mac> {
-    let b: Vec<u8> = s
-        .split(':')
-        .map(|x| u8::from_str_radix(x, 16))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("MAC {s}"))?;
-    b.try_into().map_err(|_| anyhow::anyhow!("MAC {s}: need 6 bytes"))
-}
-
-/// `ip@mac`.
-fn parse_ip_mac(s: &str) -> Result<(IpAddr, Mac)> {
-    let (ip, mac) = s.split_once('@').with_context(|| format!("{s}: expected ip@mac"))?;
-    Ok((ip.parse().with_context(|| format!("address {ip}"))?, parse_mac(mac)?))
-}
-
-fn env(name: &str) -> Result<String> {
-    std::env::var(name).with_context(|| format!("environment variable {name}"))
-}
-
-fn ports_list(s: &str) -> Result<Vec<u16>> {
-    s.split(',')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.trim().parse().with_context(|| format!("port {p}")))
-        .collect()
-}
-
-/// The l4-compare candidate contract: NAT from CLIENT_IF to SERVER_IF, static neighbours, UDP
-/// services hashed by flow (Maglev), TCP services with source-IP persistence (iperf3's control
-/// and data connections must reach one backend). No health probes (iperf3 -1 servers would take
-/// a probe's connection for their one client).
-fn from_harness_env() -> Result<Config> {
-    let mode = env("MODE")?;
-    let vip: IpAddr = env("VIP")?.parse().context("VIP")?;
-    let reals: Vec<(IpAddr, Mac)> =
-        env("BACKENDS")?.split(',').map(parse_ip_mac).collect::<Result<_>>()?;
-    let mut neighbour: Vec<NeighbourSection> =
-        reals.iter().map(|(ip, mac)| NeighbourSection { ip: *ip, mac: fmt_mac(mac) }).collect();
-    if let Ok(hop) = std::env::var("CLIENT_NEXTHOP") {
-        let (ip, mac) = parse_ip_mac(&hop)?;
-        neighbour.push(NeighbourSection { ip, mac: fmt_mac(&mac) });
-    }
-    let mut service = Vec::new();
-    for (proto, var) in [("udp", "UDP_PORTS"), ("tcp", "TCP_PORTS")] {
-        for port in ports_list(&std::env::var(var).unwrap_or_default())? {
-            service.push(ServiceSection {
-                proto: proto.into(),
-                vip,
-                port,
-                mode: mode.clone(),
-                scheduler: if proto == "udp" { "mh".into() } else { "rr".into() },
-                hash: None,
-                persistence_secs: (proto == "tcp").then_some(300),
-                reals: reals.iter().map(|(ip, _)| SocketAddr::new(*ip, 0)).collect(),
-            });
-        }
-    }
-    Ok(Config {
-        director: DirectorSection {
-            link: std::env::var("LINK").unwrap_or_else(|_| "batched".into()),
-            ..DirectorSection::default()
-        },
-        port: vec![
-            PortSection { interface: env("CLIENT_IF")? },
-            PortSection { interface: env("SERVER_IF")? },
-        ],
-        neighbour,
-        route: Vec::new(),
-        health: None,
-        service,
-    })
-}
-
-fn fmt_mac(m: &Mac) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 fn build(cfg: &Config) -> Result<(Forwarder, Vec<BoxLink>)> {
@@ -328,9 +177,13 @@ fn main() -> Result<()> {
         let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("{}", path.display()))?
     };
-    let (fwd, links) = build(&cfg)?;
+    let (mut fwd, links) = build(&cfg)?;
     #[allow(clippy::disallowed_methods)] // the example is a driver: it owns the clock
     let clock = Clock::with_origin(std::time::Instant::now());
+    let cluster = match &cfg.sync {
+        Some(s) => Some(cluster::start(s, &mut fwd, clock)?),
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     stop_on_signals(Arc::clone(&stop))?;
     let print = (cfg.director.stats_every_secs > 0)
@@ -341,6 +194,15 @@ fn main() -> Result<()> {
         ..DriverConfig::default()
     };
     let mut director = Director::new(fwd, links, clock, dcfg);
+    let drain = cluster.as_ref().map(|c| c.1);
+    if let Some((c, _)) = cluster {
+        director = director.with_cluster(c);
+    }
+    if let Some(st) = &cfg.stats {
+        director = director.with_metrics(Duration::from_millis(st.every_ms.unwrap_or(200)));
+        status::serve(st.listen, director.metrics())
+            .with_context(|| format!("stats on {}", st.listen))?;
+    }
     if let Some(h) = &cfg.health {
         let hc = HealthConfig {
             interval: Duration::from_millis(h.interval_ms),
@@ -359,6 +221,7 @@ fn main() -> Result<()> {
             .filter(|r| r.2.port() != 0)
             .map(|(id, _, addr, _)| (id, addr))
             .collect();
+        #[allow(clippy::disallowed_methods)] // the example is a driver: it owns the clock
         let monitor = Monitor::new(hc, &targets, clock.at(std::time::Instant::now()), 7);
         let timeout = Duration::from_millis(h.timeout_ms);
         let probe: Arc<dyn slb::core::health::HealthProbe> = match h.kind.as_str() {
@@ -370,9 +233,17 @@ fn main() -> Result<()> {
         spawn_prober(monitor, probe, clock, tx, Arc::clone(&stop))?;
         director = director.with_health(rx);
     }
-    director.announce()?;
+    if drain.is_none() {
+        // A cluster member announces its addresses once its table has arrived instead.
+        director.announce()?;
+    }
     eprintln!("l4_director: running ({} link)", cfg.director.link);
     director.run(&stop)?;
+    if let Some(d) = drain {
+        eprintln!("l4_director: leaving the cluster, forwarding for {d:?} more");
+        director.leave_cluster();
+        director.run_for(&AtomicBool::new(false), d)?;
+    }
     eprint!("{}", director.forwarder().report().ipvsadm());
     eprintln!("links: {:?}", director.link_stats());
     Ok(())

@@ -8,11 +8,18 @@
 //!     poll_transmit (frames released by resolved neighbours)
 //!     send_batch per port
 //!     every 50 ms: expire sessions (incremental), apply health flips
+//!     with a cluster (feature `sync`): local session changes to the sync engine, its events
+//!       (peer sessions, snapshot requests, peers' liveness) to the forwarder, gratuitous ARPs
+//!       out; the loop then waits at most 5 ms for frames so engine events are not held back
 //! ```
+//!
+//! [`Director::leave_cluster`] and [`Director::run_for`] make a graceful exit: stop the sync
+//! engine (peers take over this node's addresses once they miss its heartbeats) while the
+//! forwarder keeps serving the frames that still arrive, then stop.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use slb_core::time::{Clock, Instant};
@@ -52,6 +59,10 @@ pub struct Director {
     rx: Vec<FrameBuf>,
     tx: Vec<Vec<FrameBuf>>,
     pool: Vec<FrameBuf>,
+    metrics: Arc<Mutex<String>>,
+    metrics_every: Option<Duration>,
+    #[cfg(feature = "sync")]
+    cluster: Option<crate::cluster::driver::ClusterDriver>,
 }
 
 impl std::fmt::Debug for Director {
@@ -80,6 +91,80 @@ impl Director {
             rx: (0..batch).map(|_| FrameBuf::default()).collect(),
             tx: (0..n).map(|_| Vec::with_capacity(batch)).collect(),
             pool: (0..batch * (n + 1)).map(|_| FrameBuf::default()).collect(),
+            metrics: Arc::new(Mutex::new(String::new())),
+            metrics_every: None,
+            #[cfg(feature = "sync")]
+            cluster: None,
+        }
+    }
+
+    /// Renders Prometheus text (forwarder counters, and the cluster's with one) every `every`
+    /// into [`Director::metrics`], for a status endpoint on another thread.
+    pub fn with_metrics(mut self, every: Duration) -> Self {
+        self.metrics_every = Some(every);
+        self
+    }
+
+    /// The latest rendered metrics (empty until the first rendering).
+    pub fn metrics(&self) -> Arc<Mutex<String>> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Replicates sessions and takes over addresses with `cluster` (whose [`crate::cluster::Cluster`]
+    /// was attached to this director's forwarder).
+    #[cfg(feature = "sync")]
+    pub fn with_cluster(mut self, cluster: crate::cluster::driver::ClusterDriver) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The cluster driver, if any.
+    #[cfg(feature = "sync")]
+    pub fn cluster(&self) -> Option<&crate::cluster::driver::ClusterDriver> {
+        self.cluster.as_ref()
+    }
+
+    /// Stops replicating (see the module docs); the forwarder keeps its sessions and addresses.
+    #[cfg(feature = "sync")]
+    pub fn leave_cluster(&mut self) {
+        let now = self.now();
+        if let Some(c) = self.cluster.as_mut() {
+            c.leave(&mut self.fwd, now);
+        }
+    }
+
+    #[cfg(feature = "sync")]
+    fn cluster_step(&mut self, now: Instant) -> std::io::Result<()> {
+        let Some(c) = self.cluster.as_mut() else { return Ok(()) };
+        for (port, frame) in c.step(&mut self.fwd, now) {
+            if let Some(l) = self.links.get_mut(usize::from(port.0)) {
+                l.send_batch(std::slice::from_ref(&frame))?;
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "sync"))]
+    fn cluster_step(&mut self, _now: Instant) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn has_cluster(&self) -> bool {
+        #[cfg(feature = "sync")]
+        return self.cluster.is_some();
+        #[cfg(not(feature = "sync"))]
+        false
+    }
+
+    fn render_metrics(&self) {
+        #[cfg_attr(not(feature = "sync"), allow(unused_mut))]
+        let mut text = self.fwd.report().prometheus();
+        #[cfg(feature = "sync")]
+        if let Some(c) = &self.cluster {
+            text.push_str(&c.prometheus(&self.fwd));
+        }
+        if let Ok(mut m) = self.metrics.lock() {
+            *m = text;
         }
     }
 
@@ -184,15 +269,37 @@ impl Director {
 
     /// Runs until `stop` is set: forwards, sweeps sessions, applies health flips.
     pub fn run(&mut self, stop: &AtomicBool) -> std::io::Result<()> {
+        self.run_until(stop, None)
+    }
+
+    /// Runs for `d` (e.g. the drain period of a graceful exit), or until `stop` is set.
+    pub fn run_for(&mut self, stop: &AtomicBool, d: Duration) -> std::io::Result<()> {
+        let until = self.now() + d;
+        self.run_until(stop, Some(until))
+    }
+
+    fn run_until(&mut self, stop: &AtomicBool, until: Option<Instant>) -> std::io::Result<()> {
         let fds: Vec<_> = self.links.iter().filter_map(|l| l.poll_fd()).collect();
         let mut next_house = self.now();
         let mut next_stats = self.cfg.print_stats.map(|d| self.now() + d);
+        let mut next_metrics = self.now();
+        let wait = if self.has_cluster() { Duration::from_millis(5) } else { HOUSEKEEPING };
         while !stop.load(Ordering::Relaxed) {
             let n = self.poll_once()?;
             let now = self.now();
+            if until.is_some_and(|u| now >= u) {
+                break;
+            }
+            self.cluster_step(now)?;
             if now >= next_house {
                 self.housekeeping(now);
                 next_house = now + HOUSEKEEPING;
+            }
+            if let Some(every) = self.metrics_every
+                && now >= next_metrics
+            {
+                self.render_metrics();
+                next_metrics = now + every;
             }
             if let (Some(t), Some(every)) = (next_stats, self.cfg.print_stats)
                 && now >= t
@@ -203,7 +310,7 @@ impl Director {
             }
             if n == 0 {
                 if fds.len() == self.links.len() {
-                    sys::poll_readable(&fds, HOUSEKEEPING.as_millis() as i32)?;
+                    sys::poll_readable(&fds, wait.as_millis() as i32)?;
                 } else {
                     std::thread::sleep(Duration::from_micros(100));
                 }

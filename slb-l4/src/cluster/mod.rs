@@ -25,6 +25,8 @@
 //!   gateway addresses move from the active node to the standby. Taking an address queues
 //!   gratuitous ARPs ([`Cluster::poll_announcements`]).
 
+#[cfg(feature = "io")]
+pub mod driver;
 mod records;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -271,6 +273,15 @@ impl Cluster {
                 self.announce.push((now + *d, ip));
             }
         }
+    }
+
+    /// Stops answering ARP/ND for every address (leaving the cluster: peers take them over and
+    /// announce them; frames that still arrive here are forwarded). Nothing more is announced.
+    pub fn go_quiet(&mut self, fwd: &mut Forwarder) {
+        for ip in self.takeover.held() {
+            fwd.set_quiet(ip, true);
+        }
+        self.announce.clear();
     }
 
     /// Gratuitous ARPs / unsolicited NAs due at `now` for addresses this node took.

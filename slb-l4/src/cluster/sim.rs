@@ -285,7 +285,11 @@ impl ClusterNet {
         let src: Mac = f[6..12].try_into().unwrap_or([0; 6]);
         let group = dst[0] & 1 == 1;
         for (i, h) in self.hosts.iter_mut().enumerate() {
-            if h.segment == seg && Some(i) != sent_by_host && (group || h.mac == dst) && h.mac != src {
+            if h.segment == seg
+                && Some(i) != sent_by_host
+                && (group || h.mac == dst)
+                && h.mac != src
+            {
                 h.device.rx.push_back(f.clone());
             }
         }

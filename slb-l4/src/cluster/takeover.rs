@@ -4,7 +4,10 @@
 //! lowest-numbered node that is (every node computes the same answer from the same view; views
 //! differ only while a change propagates, and then both candidates hold the sessions, so either
 //! forwards the flow). A node is "live" here when its heartbeats arrive and it is not joining
-//! (still receiving its table); this node is live once its engine is ready.
+//! (still receiving its table); this node is live once its engine is ready. While the node a
+//! group waits for is joining (its home restarting, or a lower-numbered node at a cold start),
+//! whoever holds the group keeps it and nobody else takes it: two nodes answering ARP for one
+//! address at once would split a new connection's packets between them before it is synced.
 //!
 //! Addresses of the forwarder's own configuration (VIPs, FULLNAT local addresses) that no group
 //! lists form an implicit group homed here that no other node takes: quiet until ready.
@@ -107,11 +110,39 @@ impl Takeover {
         self.peers.get(&n).is_some_and(|p| p.alive && !p.joining)
     }
 
-    fn owner(&self, g: &AddrGroup) -> Option<NodeId> {
-        if let Some(h) = g.home.filter(|&h| self.live(h)) {
-            return Some(h);
+    /// Alive but still receiving its table (a peer that restarts, or every node at a cold start).
+    fn joining(&self, n: NodeId) -> bool {
+        if n == self.me {
+            return !self.ready;
         }
-        std::iter::once(self.me).chain(self.peers.keys().copied()).filter(|&n| self.live(n)).min()
+        self.peers.get(&n).is_some_and(|p| p.alive && p.joining)
+    }
+
+    /// Whether this node should answer for group `g`, given whether it does now (`held`):
+    /// the home node while it is live; while the home node is joining, whoever holds the group
+    /// keeps it and nobody else takes it; otherwise the lowest-numbered live node, except that
+    /// a node does not take a group from under a lower-numbered node that is joining (at a
+    /// cold start every node joins at once, and the lowest one will hold it shortly).
+    fn should_hold(&self, g: &AddrGroup, held: bool) -> bool {
+        if let Some(h) = g.home {
+            if self.live(h) {
+                return h == self.me;
+            }
+            if h != self.me && self.joining(h) {
+                return held;
+            }
+        }
+        if !self.live(self.me) {
+            return false;
+        }
+        let known = || self.peers.keys().copied().filter(|&n| n < self.me);
+        if known().any(|n| self.live(n)) {
+            return false;
+        }
+        if known().any(|n| self.joining(n)) {
+            return held;
+        }
+        true
     }
 
     /// Makes the forwarder answer for exactly the addresses this node should hold now.
@@ -119,7 +150,8 @@ impl Takeover {
         let mut change = Change::default();
         let mut want: Vec<(IpAddr, bool)> = Vec::new();
         for g in &self.groups {
-            let mine = self.owner(g) == Some(self.me);
+            let held = g.addrs.iter().any(|a| self.held.contains(a));
+            let mine = self.should_hold(g, held);
             for ip in &g.addrs {
                 want.push((*ip, mine));
             }
@@ -217,5 +249,29 @@ mod tests {
         let c = t.apply(&mut f);
         assert!(c.released.contains(&ip("10.0.2.254")) && c.released.contains(&ip("10.0.2.31")));
         assert!(!f.answers(ip("10.0.2.31")), "own addresses go quiet, not away");
+    }
+
+    #[test]
+    fn at_a_cold_start_nobody_takes_what_a_joining_node_will_hold() {
+        let groups = vec![
+            AddrGroup { home: Some(NodeId(1)), addrs: vec![ip("10.0.2.21")] },
+            AddrGroup { home: Some(NodeId(2)), addrs: vec![ip("10.0.2.22")] },
+            AddrGroup { home: None, addrs: vec![ip("10.0.2.254")] },
+        ];
+        let mut f = fwd("10.0.2.22");
+        let mut t = Takeover::new(NodeId(2), groups, &mut f);
+        t.peer_up(NodeId(1));
+        t.set_ready(true);
+        let c = t.apply(&mut f);
+        assert_eq!(
+            c.taken,
+            vec![ip("10.0.2.22")],
+            "node 1 is joining: its address and the float wait"
+        );
+        // Node 1 dies before it is ready: its address and the float come here.
+        t.peer_down(NodeId(1));
+        let mut c = t.apply(&mut f).taken;
+        c.sort();
+        assert_eq!(c, vec![ip("10.0.2.21"), ip("10.0.2.254")]);
     }
 }
