@@ -19,18 +19,36 @@ pub(crate) struct Directors {
     pub(crate) members: Vec<usize>,
     /// Configuration files and logs.
     pub(crate) dir: PathBuf,
+    /// The run succeeded: no need to show the directors' logs.
+    pub(crate) ok: bool,
 }
 
 impl Directors {
     pub(crate) fn new(n: usize) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("slb-cluster-lab-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        Ok(Directors { procs: (0..n).map(|_| None).collect(), members: (0..n).collect(), dir })
+        Ok(Directors {
+            procs: (0..n).map(|_| None).collect(),
+            members: (0..n).collect(),
+            dir,
+            ok: false,
+        })
     }
 }
 
 impl Drop for Directors {
     fn drop(&mut self) {
+        if !self.ok {
+            for i in 0..self.procs.len() {
+                let log = self.dir.join(format!("d{}.log", i + 1));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("--- d{} log (last 30 lines) ---", i + 1);
+                for l in &lines[lines.len().saturating_sub(30)..] {
+                    eprintln!("{l}");
+                }
+            }
+        }
         if std::env::var_os("SLB_LAB_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -389,6 +389,8 @@ fn run(args: &Args, mode: Mode, stop: &AtomicBool) -> anyhow::Result<Report> {
         max_stall.as_millis(),
         resync_ms
     );
+    dirs.ok = ok;
+    drop(dirs);
     drop(lab);
     Ok(Report { json, ok })
 }
