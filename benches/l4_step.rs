@@ -1,7 +1,9 @@
 //! The pure L4 forwarding step in packets per second on one core: 64-byte frames (60 bytes +
 //! FCS on the wire) of random flows out of 1 M live sessions, as the l4-compare harness sends
 //! them. Each iteration copies a prebuilt frame into the buffer (as a link's receive would) and
-//! runs `Forwarder::process` on it.
+//! runs `Forwarder::process` on it; the `_batch32` variants fill 32 buffers and run
+//! `Forwarder::process_batch` on them (overlapped session lookups). The session table is
+//! advised huge pages, as a director does, unless `SLB_BENCH_NO_HUGEPAGES` is set.
 //!
 //! `cargo bench --bench l4_step` (BENCHMARKS.md, section slb-l4).
 
@@ -44,6 +46,10 @@ fn setup(mode: Mode, tcp: bool, outbound: bool) -> (Forwarder, Vec<[u8; 60]>) {
     };
     let cfg = ForwarderConfig { table, strict_tcp: false, ..ForwarderConfig::default() };
     let mut fwd = craft::forwarder(mode, cfg);
+    // As a director does (unless SLB_BENCH_NO_HUGEPAGES is set): huge pages for the table.
+    if std::env::var_os("SLB_BENCH_NO_HUGEPAGES").is_none() {
+        slb_l4::link::advise_huge_pages(&fwd.sessions().memory_regions());
+    }
     // FULLNAT: ~60 k ports per (local address, real server); 1 M sessions need more addresses.
     for i in 0..32u8 {
         fwd.add_local_addr(std::net::IpAddr::from([10, 0, 3, i]));
@@ -101,6 +107,9 @@ enum Spread {
     Hot(usize),
 }
 
+/// Frames per `process_batch` call (what a link delivers per receive).
+const LINK_BATCH: usize = 32;
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("l4_step_1M_sessions");
     g.sample_size(20).measurement_time(Duration::from_secs(6)).warm_up_time(Duration::from_secs(2));
@@ -114,17 +123,22 @@ fn bench(c: &mut Criterion) {
         ("fullnat_tcp_in_hot1024", Mode::FullNat, true, false, Spread::Hot(1024)),
         ("dr_udp_in", Mode::Dr, false, false, Spread::All),
     ] {
-        // Set up inside the closure: criterion calls it only for benchmarks that match the
-        // command line's filter (setting up 1 M sessions takes a while).
-        g.bench_function(name, |b| {
-            let (mut fwd, mut frames) = setup(mode, tcp, outbound);
+        // Set up lazily: criterion calls a closure only for benchmarks that match the command
+        // line's filter (setting up 1 M sessions takes a while); both variants share it.
+        let mut state: Option<(Forwarder, Vec<[u8; 60]>)> = None;
+        let mut prepare = || {
+            let (fwd, mut frames) = setup(mode, tcp, outbound);
             if let Spread::Hot(n) = spread {
                 frames.truncate(n);
             }
-            let port = PortId(u8::from(outbound));
+            (fwd, frames)
+        };
+        let port = PortId(u8::from(outbound));
+        let mut now = Instant::from_secs(1);
+        g.bench_function(name, |b| {
+            let (fwd, frames) = state.get_or_insert_with(&mut prepare);
             let mut buf = FrameBuf::default();
             let mut next = 0usize;
-            let mut now = Instant::from_secs(1);
             b.iter(|| {
                 now += Duration::from_micros(100);
                 for _ in 0..BATCH {
@@ -132,6 +146,25 @@ fn bench(c: &mut Criterion) {
                     buf.meta.csum = CsumState::Complete;
                     next = (next + 1) % frames.len();
                     black_box(fwd.process(now, &mut buf, port));
+                }
+            });
+            assert_eq!(fwd.stats().total_drops(), 0, "{name}: nothing dropped");
+        });
+        g.bench_function(format!("{name}_batch{LINK_BATCH}"), |b| {
+            let (fwd, frames) = state.get_or_insert_with(&mut prepare);
+            let mut bufs: Vec<FrameBuf> = (0..LINK_BATCH).map(|_| FrameBuf::default()).collect();
+            let mut verdicts = [Verdict::Host; LINK_BATCH];
+            let mut next = 0usize;
+            b.iter(|| {
+                now += Duration::from_micros(100);
+                for _ in 0..BATCH / LINK_BATCH {
+                    for buf in bufs.iter_mut() {
+                        buf.fill(&frames[next]);
+                        buf.meta.csum = CsumState::Complete;
+                        next = (next + 1) % frames.len();
+                    }
+                    fwd.process_batch(now, &mut bufs, port, &mut verdicts);
+                    black_box(&verdicts);
                 }
             });
             assert_eq!(fwd.stats().total_drops(), 0, "{name}: nothing dropped");

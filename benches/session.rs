@@ -11,13 +11,13 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use slb::core::backend::BackendId;
 use slb::core::flow::{FlowKey, Protocol};
-use slb::core::session::{ConnState, Session, SessionTable, TableConfig};
+use slb::core::session::{ConnState, Prepared, Session, SessionTable, TableConfig};
 use slb::core::time::Instant;
 
 const N: u32 = 1_000_000;
 
 /// Client -> VIP key and real server -> local address (FULLNAT) reverse key of session `i`.
-fn keys(i: u32) -> (FlowKey, FlowKey) {
+fn keys_of(i: u32) -> (FlowKey, FlowKey) {
     let fwd = FlowKey::v4(
         Protocol::Tcp,
         Ipv4Addr::from(0x0b00_0000 + (i >> 4)),
@@ -44,10 +44,20 @@ fn config() -> TableConfig {
     }
 }
 
+/// An empty preallocated table, its memory advised for huge pages (as a director does) unless
+/// `SLB_BENCH_NO_HUGEPAGES` is set.
+fn empty<X>() -> SessionTable<X> {
+    let t = SessionTable::new(config());
+    if std::env::var_os("SLB_BENCH_NO_HUGEPAGES").is_none() {
+        slb_l4::link::advise_huge_pages(&t.memory_regions());
+    }
+    t
+}
+
 fn filled<X: Default>(now: Instant) -> SessionTable<X> {
-    let mut t = SessionTable::new(config());
+    let mut t = empty();
     for i in 0..N {
-        let (f, r) = keys(i);
+        let (f, r) = keys_of(i);
         let s = Session::new(BackendId(i % 200), ConnState::Established, now, X::default());
         t.insert(now, f, Some(r), s).expect("room for 1 M");
     }
@@ -90,10 +100,10 @@ fn session(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let mut t: SessionTable<()> = SessionTable::new(config());
+                let mut t: SessionTable<()> = empty();
                 let start = std::time::Instant::now();
                 for i in 0..N {
-                    let (f, r) = keys(i);
+                    let (f, r) = keys_of(i);
                     let s = Session::new(BackendId(i % 200), ConnState::Established, now, ());
                     black_box(t.insert(now, f, Some(r), s).is_ok());
                 }
@@ -124,21 +134,21 @@ fn session(c: &mut Criterion) {
     group.bench_function("lookup_1m", |b| {
         b.iter(|| {
             k = (k + 1) % order.len();
-            let (f, _) = keys(order[k]);
+            let (f, _) = keys_of(order[k]);
             black_box(table.lookup(black_box(&f), now).map(|e| e.session().backend()))
         })
     });
     group.bench_function("lookup_reverse_1m", |b| {
         b.iter(|| {
             k = (k + 1) % order.len();
-            let (_, r) = keys(order[k]);
+            let (_, r) = keys_of(order[k]);
             black_box(table.lookup(black_box(&r), now).map(|e| e.session().backend()))
         })
     });
     group.bench_function("get_1m", |b| {
         b.iter(|| {
             k = (k + 1) % order.len();
-            let (f, _) = keys(order[k]);
+            let (f, _) = keys_of(order[k]);
             black_box(table.get(black_box(&f)).map(|(s, _)| s.backend()))
         })
     });
@@ -149,10 +159,85 @@ fn session(c: &mut Criterion) {
             let mut found = 0u32;
             for _ in 0..8 {
                 k = (k + 1) % order.len();
-                let (f, _) = keys(order[k]);
+                let (f, _) = keys_of(order[k]);
                 found += u32::from(table.get(black_box(&f)).is_some());
             }
             black_box(found)
+        })
+    });
+    // The burst API: `prepare` a burst of keys (their bucket and slot reads overlap), then
+    // `lookup_prepared` each (reading the backend, as `lookup_1m`; or counting a packet, as a
+    // forwarder does).
+    for (burst, record, reverse) in [
+        (16usize, false, false),
+        (32, false, false),
+        (64, false, false),
+        (32, true, false),
+        (32, false, true),
+    ] {
+        group.throughput(Throughput::Elements(burst as u64));
+        let mut keys = vec![keys_of(0).0; burst];
+        let mut hints = vec![Prepared::default(); burst];
+        let name = format!(
+            "lookup_prepared{}_burst{burst}{}_1m",
+            if record { "_record_packet" } else { "" },
+            if reverse { "_reverse" } else { "" }
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for key in keys.iter_mut() {
+                    k = (k + 1) % order.len();
+                    let (f, r) = keys_of(order[k]);
+                    *key = if reverse { r } else { f };
+                }
+                table.prepare(black_box(&keys), &mut hints);
+                let mut found = 0u32;
+                for (key, hint) in keys.iter().zip(&hints) {
+                    found += table.lookup_prepared(key, *hint, now).map_or(0, |mut e| {
+                        if record { e.record_packet(now) } else { e.session().backend().0 }
+                    });
+                }
+                black_box(found)
+            })
+        });
+    }
+    group.throughput(Throughput::Elements(16));
+    let mut keys = vec![keys_of(0).0; 16];
+    let mut hints = vec![Prepared::default(); 16];
+    group.bench_function("lookup_prepared_burst16_hot256", |b| {
+        b.iter(|| {
+            for key in keys.iter_mut() {
+                k = (k + 1) % order.len();
+                *key = keys_of(order[k & 255]).0;
+            }
+            table.prepare(black_box(&keys), &mut hints);
+            let mut found = 0u32;
+            for (key, hint) in keys.iter().zip(&hints) {
+                found +=
+                    table.lookup_prepared(key, *hint, now).map_or(0, |mut e| e.record_packet(now));
+            }
+            black_box(found)
+        })
+    });
+    group.bench_function("lookup_hot256_x16", |b| {
+        b.iter(|| {
+            let mut found = 0u32;
+            for _ in 0..16 {
+                k = (k + 1) % order.len();
+                let key = keys_of(order[k & 255]).0;
+                found += table.lookup(black_box(&key), now).map_or(0, |mut e| e.record_packet(now));
+            }
+            black_box(found)
+        })
+    });
+    group.bench_function("prepare_only_burst16_1m", |b| {
+        b.iter(|| {
+            for key in keys.iter_mut() {
+                k = (k + 1) % order.len();
+                *key = keys_of(order[k]).0;
+            }
+            table.prepare(black_box(&keys), &mut hints);
+            black_box(&hints);
         })
     });
     group.throughput(Throughput::Elements(1));
@@ -161,21 +246,21 @@ fn session(c: &mut Criterion) {
     group.bench_function("lookup_1m_in_order", |b| {
         b.iter(|| {
             k = (k + 1) % order.len();
-            let (f, _) = keys(k as u32);
+            let (f, _) = keys_of(k as u32);
             black_box(table.lookup(black_box(&f), now).map(|e| e.session().backend()))
         })
     });
     group.bench_function("lookup_hot_16k_of_1m", |b| {
         b.iter(|| {
             k = (k + 1) % order.len();
-            let (f, _) = keys(order[k & 16_383]);
+            let (f, _) = keys_of(order[k & 16_383]);
             black_box(table.lookup(black_box(&f), now).map(|e| e.session().backend()))
         })
     });
     group.bench_function("lookup_record_packet_1m", |b| {
         b.iter(|| {
             k = (k + 1) % order.len();
-            let (f, _) = keys(order[k]);
+            let (f, _) = keys_of(order[k]);
             black_box(table.lookup(black_box(&f), now).map(|mut e| e.record_packet(now)))
         })
     });
@@ -183,9 +268,9 @@ fn session(c: &mut Criterion) {
     let mut next = N;
     group.bench_function("churn_remove_insert_1m", |b| {
         b.iter(|| {
-            let (old, _) = keys(next - N);
+            let (old, _) = keys_of(next - N);
             black_box(table.remove(&old));
-            let (f, r) = keys(next);
+            let (f, r) = keys_of(next);
             let s = Session::new(BackendId(next % 200), ConnState::Established, now, ());
             black_box(table.insert(now, f, Some(r), s).is_ok());
             next += 1;
@@ -212,6 +297,9 @@ fn memory(c: &mut Criterion) {
         perm.swap(i, (x % (i as u64 + 1)) as usize);
     }
     let mut next = vec![0usize; n];
+    if std::env::var_os("SLB_BENCH_NO_HUGEPAGES").is_none() {
+        slb_l4::link::advise_huge_pages(&[(next.as_ptr().cast(), n * 8)]);
+    }
     for i in 0..n {
         next[perm[i]] = perm[(i + 1) % n];
     }

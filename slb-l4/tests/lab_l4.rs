@@ -163,7 +163,8 @@ fn udp_echo(
 fn world(mode: Mode, link: LinkKind, health: Option<HealthConfig>) -> World {
     let tag = format!("{mode:?}{link:?}").to_lowercase();
     let mut lab = Lab::new(&tag[..tag.len().min(8)]).unwrap();
-    let dir = work_dir(&tag);
+    // The two tests run at once and may build the same mode and link: separate directories.
+    let dir = work_dir(&format!("{tag}{}", if health.is_some() { "-health" } else { "" }));
     let c = lab.netns("c").unwrap();
     let lb = lab.netns("lb").unwrap();
     let sw = lab.netns("sw").unwrap();

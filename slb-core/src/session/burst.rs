@@ -162,6 +162,7 @@ impl<X> SessionTable<X> {
     /// [`SessionTable::lookup`] with a hint from [`SessionTable::prepare`] for the same key:
     /// the same answer, found without the memory waits when the hint still holds. A hint for
     /// another key or table, or one the table's changes since have made stale, is ignored.
+    #[inline]
     pub fn lookup_prepared(
         &mut self,
         key: &FlowKey,
@@ -176,6 +177,7 @@ impl<X> SessionTable<X> {
         self.entry_at(fam, idx, dir, now)
     }
 
+    #[inline]
     fn resolve(&self, key: &FlowKey, p: &Prepared) -> Option<Option<(Fam, u32, Direction)>> {
         if p.table != self.id || p.flags & VALID == 0 {
             return None;

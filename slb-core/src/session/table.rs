@@ -331,6 +331,7 @@ impl<X> SessionTable<X> {
         v
     }
 
+    #[inline]
     fn locate(&self, key: &FlowKey) -> Option<(Fam, u32, Direction)> {
         let hk = &self.config.hash_key;
         if let Some(k) = K4::pack(key) {
@@ -346,14 +347,17 @@ impl<X> SessionTable<X> {
         self.v6.find_rev(hk, &k).map(|i| (Fam::V6, i, Direction::Outbound))
     }
 
+    #[inline]
     fn session(&self, fam: Fam, idx: u32) -> &Session<X> {
         fam!(self, fam, f => &f.slots[idx as usize].as_ref().expect("live slot").s)
     }
 
+    #[inline]
     fn session_mut(&mut self, fam: Fam, idx: u32) -> &mut Session<X> {
         fam!(mut self, fam, f => &mut f.slots[idx as usize].as_mut().expect("live slot").s)
     }
 
+    #[inline]
     fn keys(&self, fam: Fam, idx: u32) -> (FlowKey, Option<FlowKey>) {
         fam!(self, fam, f => {
             let s = f.slots[idx as usize].as_ref().expect("live slot");
@@ -665,32 +669,38 @@ pub struct EntryMut<'a, X> {
 
 impl<X> EntryMut<'_, X> {
     /// Which key matched: the forward key (inbound) or the reverse key (outbound).
+    #[inline]
     pub fn direction(&self) -> Direction {
         self.dir
     }
 
     /// The session.
+    #[inline]
     pub fn session(&self) -> &Session<X> {
         self.table.session(self.fam, self.idx)
     }
 
     /// The dataplane's data, mutable.
+    #[inline]
     pub fn ext_mut(&mut self) -> &mut X {
         &mut self.table.session_mut(self.fam, self.idx).ext
     }
 
     /// The session's flags, mutable.
+    #[inline]
     pub fn flags_mut(&mut self) -> &mut u8 {
         &mut self.table.session_mut(self.fam, self.idx).flags
     }
 
     /// The forward and reverse keys.
+    #[inline]
     pub fn keys(&self) -> (FlowKey, Option<FlowKey>) {
         self.table.keys(self.fam, self.idx)
     }
 
     /// Counts a packet in the matched direction and refreshes the idle timeout; returns the
     /// updated count of that direction.
+    #[inline]
     pub fn record_packet(&mut self, now: Instant) -> u32 {
         let timeout = self.table.config.timeouts.of(self.session().state);
         let dir = self.dir;

@@ -39,6 +39,7 @@
 //!   once; their next packets are then dropped (strict TCP) or rescheduled (UDP).
 //! - **SYN floods** only ever displace other half-open sessions (see slb-core's session table).
 
+mod batch;
 mod config;
 mod icmp;
 mod neigh;
@@ -261,6 +262,7 @@ impl Forwarder {
                 state: BackendState::Up,
                 stats: Counters::default(),
                 route: None,
+                hop_mac: None,
             });
             ids.push(id);
         }

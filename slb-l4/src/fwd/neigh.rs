@@ -58,6 +58,8 @@ pub(crate) struct Neighbours {
     released: std::collections::VecDeque<(u8, Vec<u8>)>,
     /// Held frames dropped because they waited too long.
     pub(crate) expired: u64,
+    /// Changes to `map` so far: a MAC cached elsewhere is good while this is unchanged.
+    changes: u64,
 }
 
 impl Neighbours {
@@ -66,7 +68,14 @@ impl Neighbours {
         self.map.get(ip).map(|e| e.mac)
     }
 
+    /// Counts changes to the table (see [`Neighbours::get`] callers that cache a MAC).
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        self.changes
+    }
+
     pub(crate) fn set_static(&mut self, ip: IpAddr, mac: Mac) {
+        self.changes += 1;
         self.map.insert(ip, Entry { mac, is_static: true });
         self.pending.remove(&ip);
         self.release(ip, mac);
@@ -119,9 +128,13 @@ impl Neighbours {
             return;
         }
         match self.map.get_mut(&ip) {
-            Some(e) if e.is_static => {}
-            Some(e) => e.mac = mac,
+            Some(e) if e.is_static || e.mac == mac => {}
+            Some(e) => {
+                e.mac = mac;
+                self.changes += 1;
+            }
             None if force || self.pending.contains_key(&ip) => {
+                self.changes += 1;
                 self.map.insert(ip, Entry { mac, is_static: false });
                 self.pending.remove(&ip);
                 self.release(ip, mac);

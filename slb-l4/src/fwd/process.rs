@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use slb_core::backend::BackendState;
 use slb_core::flow::{FlowKey, Protocol};
 use slb_core::session::{
-    ConnState, Direction, InsertError, Session, SessionView, TcpFlags, Visibility, tcp_transition,
+    ConnState, Direction, InsertError, Prepared, Session, SessionView, TcpFlags, Visibility,
+    tcp_transition,
 };
 use slb_core::time::Instant;
 
@@ -16,7 +17,7 @@ use super::stats::DropReason;
 use super::sync::PEER_SESSION;
 use super::{Forwarder, Owned, SessionData, Verdict};
 use crate::frame::FrameBuf;
-use crate::wire::{self, Frag, IpMeta, Kind, proto};
+use crate::wire::{self, Frag, IpMeta, Kind, Malformed, proto};
 
 /// A SYN without ACK, RST or FIN: the only segment that opens a TCP session in strict mode.
 #[inline]
@@ -29,7 +30,19 @@ fn visibility(mode: Mode) -> Visibility {
     if mode == Mode::Dr { Visibility::InboundOnly } else { Visibility::BothWays }
 }
 
+/// The flow key of a TCP or UDP packet.
 #[inline]
+pub(super) fn flow_key(m: &IpMeta) -> FlowKey {
+    FlowKey {
+        proto: if m.proto == proto::TCP { Protocol::Tcp } else { Protocol::Udp },
+        src: m.src,
+        dst: m.dst,
+        src_port: m.sport,
+        dst_port: m.dport,
+    }
+}
+
+#[inline(always)]
 pub(super) fn src_mac(f: &[u8]) -> Mac {
     [f[6], f[7], f[8], f[9], f[10], f[11]]
 }
@@ -38,17 +51,30 @@ impl Forwarder {
     /// Processes one frame received on `port` at `now`: rewrites it in place and says what to do
     /// with it. Never panics, whatever the bytes.
     pub fn process(&mut self, now: Instant, frame: &mut FrameBuf, port: PortId) -> Verdict {
+        let kind = wire::parse(frame.as_slice());
+        self.process_parsed(now, frame, port, kind, Prepared::default())
+    }
+
+    /// [`Forwarder::process`] of a frame already parsed into `kind`, with a session-lookup hint
+    /// for its flow key (see [`Forwarder::process_batch`]).
+    pub(super) fn process_parsed(
+        &mut self,
+        now: Instant,
+        frame: &mut FrameBuf,
+        port: PortId,
+        kind: Result<Kind, Malformed>,
+        hint: Prepared,
+    ) -> Verdict {
         self.stats.rx += 1;
         let Some(p) = self.ports.get(usize::from(port.0)) else {
             return self.count_drop(DropReason::BadPort, None);
         };
         let our_mac = p.cfg.mac;
-        let data = frame.as_slice();
-        let kind = match wire::parse(data) {
+        let kind = match kind {
             Ok(k) => k,
             Err(_) => return self.count_drop(DropReason::Malformed, None),
         };
-        let dst_mac = &data[0..6];
+        let dst_mac = &frame.as_slice()[0..6];
         let unicast = dst_mac == our_mac;
         if !unicast && dst_mac[0] & 1 == 0 {
             // Another host's frame (a bridge flooding an unknown MAC): never forward it.
@@ -57,7 +83,7 @@ impl Forwarder {
         }
         match kind {
             Kind::Arp => self.handle_arp(frame, port),
-            Kind::Ip(m) => self.handle_ip(now, frame, port, m, unicast),
+            Kind::Ip(m) => self.handle_ip(now, frame, port, &m, unicast, hint),
             Kind::Other => self.host(),
         }
     }
@@ -93,8 +119,9 @@ impl Forwarder {
         now: Instant,
         frame: &mut FrameBuf,
         port: PortId,
-        m: IpMeta,
+        m: &IpMeta,
         unicast: bool,
+        hint: Prepared,
     ) -> Verdict {
         if m.frag == Frag::Yes {
             return if self.owned.contains_key(&m.dst) {
@@ -104,8 +131,8 @@ impl Forwarder {
             };
         }
         match m.proto {
-            proto::TCP | proto::UDP if unicast => self.handle_flow(now, frame, port, m),
-            proto::ICMP | proto::ICMPV6 => self.handle_icmp(now, frame, port, m, unicast),
+            proto::TCP | proto::UDP if unicast => self.handle_flow(now, frame, port, m, hint),
+            proto::ICMP | proto::ICMPV6 => self.handle_icmp(now, frame, port, *m, unicast),
             _ if unicast && self.owned.contains_key(&m.dst) => {
                 self.count_drop(DropReason::Unsupported, None)
             }
@@ -118,19 +145,14 @@ impl Forwarder {
         now: Instant,
         frame: &mut FrameBuf,
         port: PortId,
-        m: IpMeta,
+        m: &IpMeta,
+        hint: Prepared,
     ) -> Verdict {
         let is_tcp = m.proto == proto::TCP;
-        let key = FlowKey {
-            proto: if is_tcp { Protocol::Tcp } else { Protocol::Udp },
-            src: m.src,
-            dst: m.dst,
-            src_port: m.sport,
-            dst_port: m.dport,
-        };
+        let key = flow_key(m);
         let flags = TcpFlags::from_bits(m.tcp_flags);
         let smac = src_mac(frame.as_slice());
-        let Some(mut e) = self.table.lookup(&key, now) else {
+        let Some(mut e) = self.table.lookup_prepared(&key, hint, now) else {
             return self.on_miss(now, frame, port, m, key, flags);
         };
         let dir = e.direction();
@@ -199,7 +221,7 @@ impl Forwarder {
             self.report_change(fwd, rev, &s, Some(state), mode);
         }
         let plan = Plan { dir, mode, backend, svc, ext, fwd, rev, toa };
-        self.forward(now, frame, &m, plan)
+        self.forward(now, frame, m, plan)
     }
 
     fn on_miss(
@@ -207,7 +229,7 @@ impl Forwarder {
         now: Instant,
         frame: &mut FrameBuf,
         port: PortId,
-        m: IpMeta,
+        m: &IpMeta,
         key: FlowKey,
         flags: TcpFlags,
     ) -> Verdict {
@@ -234,7 +256,7 @@ impl Forwarder {
         now: Instant,
         frame: &mut FrameBuf,
         port: PortId,
-        m: IpMeta,
+        m: &IpMeta,
         key: FlowKey,
         flags: TcpFlags,
         sid: ServiceId,
@@ -341,6 +363,6 @@ impl Forwarder {
             if mode == Mode::FullNat && is_tcp && pure_syn(flags) { Toa::Syn } else { Toa::None };
         let plan =
             Plan { dir: Direction::Inbound, mode, backend, svc: sid.0, ext, fwd: key, rev, toa };
-        self.forward(now, frame, &m, plan)
+        self.forward(now, frame, m, plan)
     }
 }

@@ -1,7 +1,7 @@
 //! Rewriting a frame of a known flow per forwarding mode: addresses, ports, TTL, checksums,
 //! TOA, MACs; and resolving the next hop.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use slb_core::backend::BackendId;
 use slb_core::flow::FlowKey;
@@ -13,7 +13,7 @@ use super::neigh;
 use super::stats::DropReason;
 use super::{Forwarder, SessionData, Verdict};
 use crate::frame::{CsumState, FrameBuf};
-use crate::wire::csum::Update;
+use crate::wire::csum::{Update, fold};
 use crate::wire::{
     self, CsumCheck, IpMeta, L3, be16, fill_ipv4_checksum, fill_l4_checksum, proto, put16, toa,
 };
@@ -81,7 +81,7 @@ impl Forwarder {
                 else {
                     return self.count_drop(DropReason::NoRoute, Some(svc));
                 };
-                (p, Hop::Ip(hop))
+                (p, self.real_hop(backend, hop))
             }
             Direction::Outbound => match self.client_hop(&ext, fwd.src) {
                 Some(x) => x,
@@ -90,12 +90,19 @@ impl Forwarder {
         };
         let full = self.needs_full_csum(frame, m);
         let bytes = m.end - L3;
-        let mut m2 = rewrite_ip(frame.as_mut_slice(), m, src, dst, mode != Mode::Dr, full);
-        if toa != Toa::None && m.proto == proto::TCP {
-            let mtu = self.ports.get(usize::from(out.0)).map_or(1500, |p| p.cfg.mtu);
-            self.apply_toa(frame, &mut m2, toa, SocketAddr::new(fwd.src, fwd.src_port), mtu);
-        } else if full {
-            self.stats.csum_full += 1;
+        let dec_ttl = mode != Mode::Dr;
+        let toa = if m.proto == proto::TCP { toa } else { Toa::None };
+        let v4 = |e: Option<Endpoint>| match e {
+            None => Some(None),
+            Some((IpAddr::V4(a), p)) => Some(Some((a, p))),
+            Some(_) => None,
+        };
+        if let (false, false, Toa::None, Some(src), Some(dst)) = (m.v6, full, toa, v4(src), v4(dst))
+        {
+            // The common case: IPv4, incremental checksums, no TOA.
+            rewrite_v4(frame.as_mut_slice(), m, src, dst, dec_ttl);
+        } else {
+            self.rewrite_general(frame, m, (src, dst), dec_ttl, full, toa, (out, fwd));
         }
         let inbound = dir == Direction::Inbound;
         if let Some(s) = self.services.list.get_mut(usize::from(svc)) {
@@ -105,6 +112,27 @@ impl Forwarder {
             r.stats.packet(inbound, bytes);
         }
         self.send_to(now, frame, out, hop, Some(svc))
+    }
+
+    /// Any rewrite other than [`rewrite_v4`]'s: IPv6, full checksums, TOA.
+    #[allow(clippy::too_many_arguments)] // one call site, all at hand there
+    fn rewrite_general(
+        &mut self,
+        frame: &mut FrameBuf,
+        m: &IpMeta,
+        (src, dst): (Option<Endpoint>, Option<Endpoint>),
+        dec_ttl: bool,
+        full: bool,
+        toa: Toa,
+        (out, fwd): (PortId, FlowKey),
+    ) {
+        let mut m2 = rewrite_ip(frame.as_mut_slice(), m, src, dst, dec_ttl, full);
+        if toa != Toa::None {
+            let mtu = self.ports.get(usize::from(out.0)).map_or(1500, |p| p.cfg.mtu);
+            self.apply_toa(frame, &mut m2, toa, SocketAddr::new(fwd.src, fwd.src_port), mtu);
+        } else if full {
+            self.stats.csum_full += 1;
+        }
     }
 
     /// Sets the MACs of a rewritten frame for `hop` on `out` and forwards it, or holds it and
@@ -131,6 +159,24 @@ impl Forwarder {
         set_macs(frame.as_mut_slice(), mac, our);
         self.stats.forwarded += 1;
         Verdict::Forward(out)
+    }
+
+    /// The next hop `hop` of real server `backend`: its MAC, cached in the server's record
+    /// while the neighbour table is unchanged, or the address to resolve.
+    #[inline]
+    fn real_hop(&mut self, backend: BackendId, hop: IpAddr) -> Hop {
+        let gen_ = self.neigh.generation();
+        let Some(r) = self.reals.get_mut(backend.0 as usize) else { return Hop::Ip(hop) };
+        match r.hop_mac {
+            Some((g, ip, mac)) if g == gen_ && ip == hop => Hop::Mac(mac),
+            _ => match self.neigh.get(&hop) {
+                Some(mac) => {
+                    r.hop_mac = Some((gen_, hop, mac));
+                    Hop::Mac(mac)
+                }
+                None => Hop::Ip(hop),
+            },
+        }
     }
 
     /// Where frames to the client of a session go: the learned next hop, else the routes.
@@ -186,7 +232,7 @@ impl Forwarder {
                         IpAddr::V4(a) => Some(a),
                         IpAddr::V6(_) => None,
                     })
-                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED);
                 neigh::arp_request(frame, mac, src, t);
             }
             IpAddr::V6(t) => {
@@ -308,6 +354,49 @@ pub(super) fn rewrite_ip(
     out
 }
 
+/// [`rewrite_ip`] of an IPv4 TCP or UDP packet with incremental checksums: the common case,
+/// in 32-bit arithmetic (every changed 16-bit word's `!old + new` summed, folded once).
+#[inline]
+fn rewrite_v4(
+    f: &mut [u8],
+    m: &IpMeta,
+    src: Option<(Ipv4Addr, u16)>,
+    dst: Option<(Ipv4Addr, u16)>,
+    dec_ttl: bool,
+) {
+    let csum_at = m.l4 + if m.proto == proto::TCP { 16 } else { 6 };
+    let has_l4 = csum_at + 2 <= m.end;
+    let udp_none = m.proto == proto::UDP && has_l4 && be16(f, csum_at) == 0;
+    let word_delta = |old: u16, new: u16| u32::from(!old) + u32::from(new);
+    let (mut ip_acc, mut l4_acc) = (0u32, 0u32);
+    for (new, addr_at, port_at) in [(src, L3 + 12, m.l4), (dst, L3 + 16, m.l4 + 2)] {
+        let Some((addr, port)) = new else { continue };
+        let (o0, o1) = (be16(f, addr_at), be16(f, addr_at + 2));
+        let [a, b, c, d] = addr.octets();
+        let (n0, n1) = (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
+        let delta = word_delta(o0, n0) + word_delta(o1, n1);
+        ip_acc += delta;
+        l4_acc += delta;
+        f[addr_at..addr_at + 4].copy_from_slice(&[a, b, c, d]);
+        l4_acc += word_delta(be16(f, port_at), port);
+        put16(f, port_at, port);
+    }
+    if dec_ttl {
+        let old = be16(f, L3 + 8);
+        f[L3 + 8] = f[L3 + 8].saturating_sub(1);
+        ip_acc += word_delta(old, be16(f, L3 + 8));
+    }
+    let c = be16(f, L3 + 10);
+    put16(f, L3 + 10, !fold(u32::from(!c) + ip_acc));
+    if has_l4 && !udp_none {
+        let mut c = !fold(u32::from(!be16(f, csum_at)) + l4_acc);
+        if m.proto == proto::UDP && c == 0 {
+            c = 0xffff;
+        }
+        put16(f, csum_at, c);
+    }
+}
+
 /// An address as 16 bytes (IPv4 in the last 4).
 #[inline]
 pub(super) fn ip_bytes(ip: IpAddr) -> [u8; 16] {
@@ -348,4 +437,57 @@ fn insert_toa(frame: &mut FrameBuf, m: &mut IpMeta, client: SocketAddr, mtu: usi
         fill_ipv4_checksum(f, L3);
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// An IPv4 TCP or UDP frame with arbitrary addresses, ports, TTL and checksum fields.
+    fn v4_frame() -> impl Strategy<Value = Vec<u8>> {
+        (any::<bool>(), any::<[u8; 16]>(), prop::sample::select(vec![0u16, 0xffff, 1, 0x1234]))
+            .prop_map(|(tcp, b, udp_csum)| {
+                let mut f = vec![0u8; 14 + 20 + if tcp { 20 } else { 8 } + 6];
+                f[12] = 0x08;
+                f[14] = 0x45;
+                let total = (f.len() - 14) as u16;
+                f[16..18].copy_from_slice(&total.to_be_bytes());
+                f[22] = b[0];
+                f[23] = if tcp { proto::TCP } else { proto::UDP };
+                f[24..26].copy_from_slice(&b[1..3]);
+                f[26..38].copy_from_slice(&b[3..15]);
+                if tcp {
+                    f[46] = 0x50;
+                    f[47] = b[15];
+                    f[50..52].copy_from_slice(&b[5..7]);
+                } else {
+                    f[38..40].copy_from_slice(&14u16.to_be_bytes());
+                    f[40..42].copy_from_slice(&udp_csum.to_be_bytes());
+                }
+                f
+            })
+    }
+
+    fn endpoint() -> impl Strategy<Value = Option<(Ipv4Addr, u16)>> {
+        prop::option::of((any::<u32>(), any::<u16>()).prop_map(|(a, p)| (Ipv4Addr::from(a), p)))
+    }
+
+    proptest! {
+        /// The IPv4 fast path writes exactly the bytes of the general rewrite.
+        #[test]
+        fn rewrite_v4_agrees_with_rewrite_ip(
+            f in v4_frame(), src in endpoint(), dst in endpoint(), dec_ttl in any::<bool>(),
+        ) {
+            let Ok(wire::Kind::Ip(m)) = wire::parse(&f) else {
+                return Err(TestCaseError::fail("the strategy builds valid frames"));
+            };
+            let (mut a, mut b) = (f.clone(), f);
+            let ep = |e: Option<(Ipv4Addr, u16)>| e.map(|(a, p)| (IpAddr::V4(a), p));
+            rewrite_ip(&mut a, &m, ep(src), ep(dst), dec_ttl, false);
+            rewrite_v4(&mut b, &m, src, dst, dec_ttl);
+            prop_assert_eq!(a, b);
+        }
+    }
 }

@@ -10,7 +10,7 @@ use slb_core::sched::{Balancer, PickContext};
 use slb_core::session::{PersistKey, PersistTable};
 use slb_core::time::Instant;
 
-use super::config::{HashOn, Mode, PortId, ServiceConfig, ServiceId, mask32, mask128};
+use super::config::{HashOn, Mac, Mode, PortId, ServiceConfig, ServiceId, mask32, mask128};
 use super::stats::{Counters, DropReason};
 
 /// A real server as the forwarder keeps it. Its [`BackendId`] is its index in the forwarder's
@@ -24,6 +24,8 @@ pub(crate) struct Real {
     pub(crate) stats: Counters,
     /// Outgoing port and next hop, from the routes (None: no route).
     pub(crate) route: Option<(PortId, IpAddr)>,
+    /// The next hop's MAC as last resolved: (neighbour-table generation, hop, MAC).
+    pub(crate) hop_mac: Option<(u64, IpAddr, Mac)>,
 }
 
 /// A virtual service.

@@ -88,7 +88,67 @@ pub enum Kind {
 pub struct Malformed;
 
 /// The destination MAC and kind of `frame`.
+#[inline]
 pub fn parse(frame: &[u8]) -> Result<Kind, Malformed> {
+    match parse_v4_common(frame) {
+        Some(m) => Ok(Kind::Ip(m)),
+        None => parse_views(frame),
+    }
+}
+
+/// The common frame, read at fixed offsets: IPv4 without options, not a fragment, TCP or UDP
+/// with a complete header. `None` for anything else (then [`parse_views`] decides); accepts
+/// only what `parse_views` accepts, with the same result (a property test checks both).
+#[inline]
+fn parse_v4_common(frame: &[u8]) -> Option<IpMeta> {
+    const L4: usize = L3 + 20;
+    if frame.len() < L4 || frame[12..14] != [0x08, 0x00] || frame[L3] != 0x45 {
+        return None;
+    }
+    let total = usize::from(be16(frame, L3 + 2));
+    let end = L3 + total;
+    if total < 20 || end > frame.len() || be16(frame, L3 + 6) & 0x3fff != 0 {
+        return None;
+    }
+    let proto = frame[L3 + 9];
+    let seg = &frame[L4..end];
+    let (tcp_flags, tcp_hlen) = match proto {
+        proto::TCP if seg.len() >= 20 => {
+            let hlen = usize::from(seg[12] >> 4) * 4;
+            if hlen < 20 || seg.len() < hlen {
+                return None;
+            }
+            (seg[13], hlen)
+        }
+        proto::UDP if seg.len() >= 8 => {
+            let len = usize::from(be16(seg, 4));
+            if len < 8 || seg.len() < len {
+                return None;
+            }
+            (0, 0)
+        }
+        _ => return None,
+    };
+    let addr =
+        |at: usize| IpAddr::V4([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]].into());
+    Some(IpMeta {
+        v6: false,
+        l4: L4,
+        end,
+        proto,
+        src: addr(L3 + 12),
+        dst: addr(L3 + 16),
+        ttl: frame[L3 + 8],
+        frag: Frag::No,
+        sport: be16(seg, 0),
+        dport: be16(seg, 2),
+        tcp_flags,
+        tcp_hlen,
+    })
+}
+
+/// [`parse`] through smoltcp's checked views: every frame.
+fn parse_views(frame: &[u8]) -> Result<Kind, Malformed> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| Malformed)?;
     match eth.ethertype() {
         EthernetProtocol::Arp => Ok(Kind::Arp),
@@ -193,7 +253,50 @@ pub fn ip_protocol(p: u8) -> IpProtocol {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Valid IPv4 TCP and UDP frames, then some of their header bytes overwritten.
+    fn mutated_frames() -> impl Strategy<Value = Vec<u8>> {
+        let base = (any::<bool>(), 0usize..40, any::<[u8; 8]>()).prop_map(|(tcp, pay, b)| {
+            let mut f = vec![0u8; 14 + 20 + if tcp { 20 } else { 8 } + pay];
+            f[12] = 0x08;
+            f[14] = 0x45;
+            let total = (f.len() - 14) as u16;
+            f[16..18].copy_from_slice(&total.to_be_bytes());
+            f[22] = b[0];
+            f[23] = if tcp { 6 } else { 17 };
+            f[26..34].copy_from_slice(&b);
+            if tcp {
+                f[46] = 0x50;
+                f[47] = b[1];
+            } else {
+                f[38..40].copy_from_slice(&(8 + pay as u16).to_be_bytes());
+            }
+            f
+        });
+        (base, prop::collection::vec((0usize..64, any::<u8>()), 0..4), 0usize..8).prop_map(
+            |(mut f, edits, cut)| {
+                for (at, v) in edits {
+                    if at < f.len() {
+                        f[at] = v;
+                    }
+                }
+                f.truncate(f.len().saturating_sub(cut));
+                f
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn the_fixed_offset_parse_agrees_with_the_views(f in mutated_frames()) {
+            if let Some(m) = parse_v4_common(&f) {
+                prop_assert_eq!(parse_views(&f), Ok(Kind::Ip(m)));
+            }
+        }
+    }
 
     #[test]
     fn short_and_inconsistent_frames_are_malformed() {

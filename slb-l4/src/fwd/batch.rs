@@ -1,0 +1,73 @@
+//! `Forwarder::process_batch`: a batch of frames from one port, with the session lookups of the
+//! whole batch overlapped.
+//!
+//! Over a big session table each lookup waits on cache (and TLB) misses: the index bucket, then
+//! the session. Links deliver frames in batches, so the batch step first parses every frame and
+//! collects the flow keys of those that will look a session up, hands the keys to
+//! [`SessionTable::prepare`](slb_core::session::SessionTable::prepare) (which reads all their
+//! buckets, then all their sessions, so that the misses overlap), and then runs the ordinary
+//! step on each frame in order with its lookup hint. The hints never change an answer: a frame
+//! that creates or removes a session makes the hints it invalidates fall back to a plain lookup.
+
+use std::net::Ipv4Addr;
+
+use slb_core::flow::{FlowKey, Protocol};
+use slb_core::session::Prepared;
+use slb_core::time::Instant;
+
+use super::process::flow_key;
+use crate::frame::FrameBuf;
+use crate::fwd::{Forwarder, PortId, Verdict};
+use crate::wire::{self, Frag, Kind, Malformed, proto};
+
+/// Frames prepared together.
+const CHUNK: usize = 32;
+
+impl Forwarder {
+    /// Processes `frames`, all received on `port` at `now`, in order: `verdicts[i]` is what
+    /// [`Forwarder::process`] would return for `frames[i]` after the frames before it (the
+    /// same rewrites, counters and session changes), but the session lookups of the batch
+    /// overlap. Processes `min(frames.len(), verdicts.len())` frames.
+    pub fn process_batch(
+        &mut self,
+        now: Instant,
+        frames: &mut [FrameBuf],
+        port: PortId,
+        verdicts: &mut [Verdict],
+    ) {
+        let n = frames.len().min(verdicts.len());
+        let our_mac = self.ports.get(usize::from(port.0)).map(|p| p.cfg.mac);
+        let none = FlowKey::v4(Protocol::Udp, Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::UNSPECIFIED, 0);
+        for (frames, verdicts) in frames[..n].chunks_mut(CHUNK).zip(verdicts[..n].chunks_mut(CHUNK))
+        {
+            let mut kinds = [Err(Malformed); CHUNK];
+            let mut keys = [none; CHUNK];
+            let mut owner = [0u8; CHUNK];
+            let mut nkeys = 0;
+            for (i, f) in frames.iter().enumerate() {
+                let data = f.as_slice();
+                kinds[i] = wire::parse(data);
+                // The frames `process` sends to a session lookup: unicast to us, TCP or UDP,
+                // not a fragment.
+                if let Ok(Kind::Ip(m)) = &kinds[i]
+                    && matches!(m.proto, proto::TCP | proto::UDP)
+                    && m.frag == Frag::No
+                    && our_mac.is_some_and(|mac| data[0..6] == mac)
+                {
+                    keys[nkeys] = flow_key(m);
+                    owner[nkeys] = i as u8;
+                    nkeys += 1;
+                }
+            }
+            let mut prepared = [Prepared::default(); CHUNK];
+            self.table.prepare(&keys[..nkeys], &mut prepared[..nkeys]);
+            let mut hints = [Prepared::default(); CHUNK];
+            for (&i, p) in owner[..nkeys].iter().zip(&prepared) {
+                hints[usize::from(i)] = *p;
+            }
+            for (i, (f, v)) in frames.iter_mut().zip(verdicts.iter_mut()).enumerate() {
+                *v = self.process_parsed(now, f, port, kinds[i], hints[i]);
+            }
+        }
+    }
+}
