@@ -1,10 +1,11 @@
-//! The director's driver loop (feature `io`): links in, [`Forwarder::process`], links out, plus
+//! The director's driver loop (feature `io`): links in, [`Forwarder::process_batch`], links out, plus
 //! the session sweep, health events and periodic counters. This is the part that reads the clock.
 //!
 //! ```text
 //!   loop until stop:
 //!     recv_batch on every link (non-blocking)      -- nothing anywhere? poll(fds, <= 50 ms)
-//!     process each frame -> per-port send queues (buffers are moved, never allocated)
+//!     process the batch (session lookups overlapped) -> per-port send queues (buffers are
+//!       moved, never allocated)
 //!     poll_transmit (frames released by resolved neighbours)
 //!     send_batch per port
 //!     every 50 ms: expire sessions (incremental), apply health flips
@@ -57,6 +58,8 @@ pub struct Director {
     cfg: DriverConfig,
     health: Option<Receiver<HealthEvent>>,
     rx: Vec<FrameBuf>,
+    /// The verdicts of a received batch.
+    verdicts: Vec<Verdict>,
     tx: Vec<Vec<FrameBuf>>,
     pool: Vec<FrameBuf>,
     metrics: Arc<Mutex<String>>,
@@ -89,6 +92,7 @@ impl Director {
             cfg,
             health: None,
             rx: (0..batch).map(|_| FrameBuf::default()).collect(),
+            verdicts: vec![Verdict::Host; batch],
             tx: (0..n).map(|_| Vec::with_capacity(batch)).collect(),
             pool: (0..batch * (n + 1)).map(|_| FrameBuf::default()).collect(),
             metrics: Arc::new(Mutex::new(String::new())),
@@ -235,8 +239,11 @@ impl Director {
             }
             total += n;
             let now = self.now();
+            let n = n.min(self.rx.len());
+            let port = PortId(p as u8);
+            self.fwd.process_batch(now, &mut self.rx[..n], port, &mut self.verdicts[..n]);
             for i in 0..n {
-                match self.fwd.process(now, &mut self.rx[i], PortId(p as u8)) {
+                match self.verdicts[i] {
                     Verdict::Forward(out) | Verdict::Reply(out) | Verdict::Solicit(out) => {
                         self.queue(out, i)
                     }
