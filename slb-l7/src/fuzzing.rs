@@ -40,6 +40,7 @@ pub fn request_head_case(data: &[u8]) {
                 host_override: None,
                 default_host: "10.0.0.1:80",
                 rules: &rules,
+                cookie_edit: None,
             };
             let body_len = match head.framing {
                 Framing::Length(n) => n,

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::http::response::parse_response;
 use crate::http::{Framing, chunked::ChunkedDecoder};
 use crate::pool::{BackendSpec, Pool};
+use crate::server::{Phase, ProxyHandle};
 use crate::upstream::Connector;
 
 /// Healthy when a TCP connection opens within the timeout.
@@ -69,11 +70,13 @@ impl HttpProbe {
     }
 
     async fn check(&self, target: SocketAddr) -> Result<(), String> {
-        let connector = self
-            .connector
-            .clone()
-            .unwrap_or(Connector { connect_timeout: self.timeout, tls: None });
-        let mut conn = connector.connect(target).await.map_err(|e| format!("connect: {e}"))?;
+        let connector = self.connector.clone().unwrap_or(Connector {
+            connect_timeout: self.timeout,
+            tls: None,
+            send_proxy: 0,
+        });
+        let mut conn =
+            connector.connect(target, None).await.map_err(|e| format!("connect: {e}"))?;
         let host = self.host.clone().unwrap_or_else(|| target.to_string());
         let req = format!(
             "{} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: slb-health\r\nConnection: close\r\n\r\n",
@@ -148,10 +151,15 @@ impl HealthProbe for HttpProbe {
     }
 }
 
-/// Drives active health checks of `pool` until shutdown.
-pub(crate) async fn run_checks(pool: Arc<Pool>, mut shutdown: watch::Receiver<bool>) {
+/// Resolves when the proxy stops.
+async fn stopped(rx: &mut watch::Receiver<Phase>) {
+    let _ = rx.wait_for(|p| *p == Phase::Stopped).await;
+}
+
+/// Drives active health checks of `pool` until the proxy stops or a reload replaces the pool.
+pub(crate) async fn run_checks(pool: Arc<Pool>, mut shutdown: watch::Receiver<Phase>) {
     let Some(active) = pool.settings.active.clone() else { return };
-    loop {
+    while !pool.is_retired() {
         let now = pool.now();
         let (due, next) = pool.due_probes(now);
         if !due.is_empty() {
@@ -175,14 +183,15 @@ pub(crate) async fn run_checks(pool: Arc<Pool>, mut shutdown: watch::Receiver<bo
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = pool.health_wake.notified() => {}
-            _ = shutdown.changed() => return,
+            _ = stopped(&mut shutdown) => return,
         }
     }
 }
 
-/// Ends ejections when due and closes stale idle connections, until shutdown.
-pub(crate) async fn run_maintenance(pool: Arc<Pool>, mut shutdown: watch::Receiver<bool>) {
-    loop {
+/// Ends ejections when due and closes stale idle connections, until the proxy stops or a
+/// reload replaces the pool.
+pub(crate) async fn run_maintenance(pool: Arc<Pool>, mut shutdown: watch::Receiver<Phase>) {
+    while !pool.is_retired() {
         let next = pool.handle_ejection_timeouts();
         pool.sweep_idle();
         let now = pool.now();
@@ -190,7 +199,7 @@ pub(crate) async fn run_maintenance(pool: Arc<Pool>, mut shutdown: watch::Receiv
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = pool.changed.notified() => {}
-            _ = shutdown.changed() => return,
+            _ = stopped(&mut shutdown) => return,
         }
     }
 }
@@ -223,29 +232,35 @@ pub trait Discovery: Send + Sync {
     fn discover(&self) -> DiscoveryFuture<'_>;
 }
 
-/// Polls `discovery` every `interval` and applies changes to `pool`, until shutdown.
+/// Polls `discovery` every `interval` and applies changes to the pool named `pool` (whichever
+/// pool has that name after reloads), until the proxy stops.
 pub(crate) async fn run_discovery(
-    pool: Arc<Pool>,
+    handle: ProxyHandle,
+    pool: String,
     discovery: Arc<dyn Discovery>,
     interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Phase>,
 ) {
-    let mut last: Option<Vec<BackendSpec>> = None;
+    let mut last: Option<(usize, Vec<BackendSpec>)> = None;
     loop {
         match discovery.discover().await {
             Ok(list) => {
-                if last.as_ref() != Some(&list) {
-                    pool.set_backends(list.clone());
-                    last = Some(list);
+                if let Some(p) = handle.pool(&pool) {
+                    // Applied again when the list changed or a reload replaced the pool.
+                    let id = Arc::as_ptr(&p) as usize;
+                    if last.as_ref() != Some(&(id, list.clone())) {
+                        p.set_backends(list.clone());
+                        last = Some((id, list));
+                    }
                 }
             }
             Err(e) => {
-                tracing::warn!(pool = %pool.name(), error = %e, "discovery failed; keeping the current backends")
+                tracing::warn!(%pool, error = %e, "discovery failed; keeping the current backends")
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => return,
+            _ = stopped(&mut shutdown) => return,
         }
     }
 }

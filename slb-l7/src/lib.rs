@@ -42,8 +42,10 @@
 //! running.shutdown().await;
 //! # });
 //! ```
-#![forbid(unsafe_code)]
+// Unsafe code only in `upgrade::sys` (taking ownership of descriptors received by SCM_RIGHTS).
+#![deny(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -52,12 +54,18 @@ pub mod http;
 mod listener;
 mod metrics;
 pub mod pool;
+pub mod process;
 mod proxy;
+pub mod proxy_protocol;
 pub mod route;
 mod server;
 mod status;
+pub mod sticky;
 pub mod tls;
+pub mod upgrade;
 mod upstream;
 
 pub use metrics::BackendStats;
-pub use server::{Proxy, ProxyBuilder, ProxyHandle, RunningProxy, Workers};
+pub use server::{
+    ListenerStats, Proxy, ProxyBuilder, ProxyHandle, ReloadSummary, RunningProxy, Workers,
+};

@@ -12,6 +12,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::pool::Pool;
+use crate::server::ListenerStats;
 
 /// Latency histogram bucket bounds, seconds.
 pub(crate) const LATENCY_BUCKETS: [f64; 14] =
@@ -150,6 +151,31 @@ impl Collector for PoolCollector {
             m.encode_family(&labels)?.encode_gauge(&i64::from(r.usable))?;
         }
         let mut m = encoder.encode_descriptor(
+            "slb_l7_backend_weight",
+            "Configured weight (runtime changes included)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (pool, r) in &rows {
+            let labels = [("pool", pool.as_str()), ("backend", r.address.as_str())];
+            m.encode_family(&labels)?.encode_gauge(&i64::from(r.weight))?;
+        }
+        let mut m = encoder.encode_descriptor(
+            "slb_l7_backend_admin_state",
+            "Administrative state: 0 up (enabled), 1 draining, 2 disabled",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (pool, r) in &rows {
+            let labels = [("pool", pool.as_str()), ("backend", r.address.as_str())];
+            let v: i64 = match r.admin {
+                slb_core::backend::BackendState::Draining => 1,
+                slb_core::backend::BackendState::Disabled => 2,
+                _ => 0,
+            };
+            m.encode_family(&labels)?.encode_gauge(&v)?;
+        }
+        let mut m = encoder.encode_descriptor(
             "slb_l7_backend_active",
             "Requests in flight",
             None,
@@ -174,9 +200,44 @@ impl Collector for PoolCollector {
     }
 }
 
-/// A registry exposing the pools' metrics.
-pub(crate) fn registry(pools: Arc<ArcSwap<Vec<Arc<Pool>>>>) -> Registry {
+/// PROXY protocol counters of the listeners.
+#[derive(Debug)]
+pub(crate) struct ListenerCollector {
+    pub(crate) listeners: Vec<Arc<ListenerStats>>,
+}
+
+impl Collector for ListenerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut m = encoder.encode_descriptor(
+            "slb_l7_listener_proxy_headers",
+            "Connections by PROXY protocol outcome (v1, v2 accepted; malformed, untrusted, missing closed)",
+            None,
+            MetricType::Counter,
+        )?;
+        for l in &self.listeners {
+            let (v1, v2) = l.proxy_accepted();
+            for (outcome, n) in [
+                ("v1", v1),
+                ("v2", v2),
+                ("malformed", l.proxy_malformed()),
+                ("untrusted", l.proxy_untrusted()),
+                ("missing", l.proxy_missing()),
+            ] {
+                let labels = [("listener", l.name()), ("outcome", outcome)];
+                m.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A registry exposing the pools' and listeners' metrics.
+pub(crate) fn registry(
+    pools: Arc<ArcSwap<Vec<Arc<Pool>>>>,
+    listeners: Vec<Arc<ListenerStats>>,
+) -> Registry {
     let mut r = Registry::default();
     r.register_collector(Box::new(PoolCollector { pools }));
+    r.register_collector(Box::new(ListenerCollector { listeners }));
     r
 }

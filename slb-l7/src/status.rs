@@ -16,9 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::pool::Pool;
-use crate::server::ProxyHandle;
+use crate::server::{Phase, ProxyHandle};
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -33,7 +33,7 @@ fn escape(s: &str) -> String {
     out
 }
 
-fn state_name(s: BackendState) -> &'static str {
+pub(crate) fn state_name(s: BackendState) -> &'static str {
     match s {
         BackendState::Up => "up",
         BackendState::Down => "down",
@@ -101,16 +101,16 @@ async fn answer(
     Ok(r)
 }
 
-/// Serves the status endpoint until shutdown.
+/// Serves the status endpoint until the proxy stops accepting.
 pub(crate) async fn serve(
     listener: TcpListener,
     handle: ProxyHandle,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Phase>,
 ) {
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait_for(|p| *p != Phase::Running) => return,
         };
         let handle = handle.clone();
         tokio::spawn(async move {

@@ -100,6 +100,8 @@ impl UpConn {
 pub(crate) struct Connector {
     pub(crate) connect_timeout: Duration,
     pub(crate) tls: Option<(tokio_rustls::TlsConnector, Option<ServerName<'static>>)>,
+    /// PROXY protocol version to send first (0: none).
+    pub(crate) send_proxy: u8,
 }
 
 impl std::fmt::Debug for Connector {
@@ -107,6 +109,7 @@ impl std::fmt::Debug for Connector {
         f.debug_struct("Connector")
             .field("connect_timeout", &self.connect_timeout)
             .field("tls", &self.tls.is_some())
+            .field("send_proxy", &self.send_proxy)
             .finish()
     }
 }
@@ -128,11 +131,32 @@ impl std::fmt::Display for ConnectError {
 }
 
 impl Connector {
-    /// Opens a new connection to `addr` (TCP, then TLS if configured) within the connect timeout.
-    pub(crate) async fn connect(&self, addr: SocketAddr) -> Result<UpConn, ConnectError> {
+    /// Opens a new connection to `addr` (TCP, a PROXY header for `client` (from, to) if the pool
+    /// sends one, then TLS if configured) within the connect timeout. Without a client (health
+    /// probes) the PROXY header says LOCAL (v2) or UNKNOWN (v1).
+    pub(crate) async fn connect(
+        &self,
+        addr: SocketAddr,
+        client: Option<(SocketAddr, SocketAddr)>,
+    ) -> Result<UpConn, ConnectError> {
         let fut = async {
-            let tcp = TcpStream::connect(addr).await.map_err(ConnectError::Io)?;
+            let mut tcp = TcpStream::connect(addr).await.map_err(ConnectError::Io)?;
             let _ = tcp.set_nodelay(true);
+            if self.send_proxy != 0 {
+                let mut header = Vec::with_capacity(64);
+                match (client, self.send_proxy) {
+                    (Some((from, to)), 1) => crate::proxy_protocol::write_v1(from, to, &mut header),
+                    (Some((from, to)), _) => crate::proxy_protocol::write_v2(from, to, &mut header),
+                    (None, 1) => header.extend_from_slice(b"PROXY UNKNOWN\r\n"),
+                    (None, _) => {
+                        header.extend_from_slice(&crate::proxy_protocol::V2_SIGNATURE);
+                        header.extend_from_slice(&[0x20, 0x00, 0, 0]);
+                    }
+                }
+                tokio::io::AsyncWriteExt::write_all(&mut tcp, &header)
+                    .await
+                    .map_err(ConnectError::Io)?;
+            }
             match &self.tls {
                 None => Ok(UpConn::new(UpIo::Tcp(tcp))),
                 Some((connector, name)) => {

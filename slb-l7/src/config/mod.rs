@@ -50,6 +50,8 @@ pub struct Config {
     pub pools: BTreeMap<String, PoolConfig>,
     /// The status and metrics endpoint.
     pub status: StatusConfig,
+    /// The admin API (runtime changes, reload).
+    pub admin: AdminConfig,
 }
 
 impl Config {
@@ -94,11 +96,31 @@ impl Config {
 }
 
 /// Process-wide settings.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Worker threads when the proxy makes its own runtime; 0 = one per CPU.
     pub workers: usize,
+    /// Secret that signs sticky cookies (any text). None: a random key per process, handed on to
+    /// the new process by a binary upgrade. Set it when several proxies must accept each
+    /// other's cookies.
+    pub secret: Option<String>,
+    /// Graceful shutdown and upgrade: requests in flight get this long to finish.
+    pub drain_timeout: Dur,
+    /// Unix socket on which a running proxy hands its listening sockets to a new process
+    /// (binary upgrade); none: upgrades are off.
+    pub upgrade_socket: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            workers: 0,
+            secret: None,
+            drain_timeout: Dur::secs(30),
+            upgrade_socket: None,
+        }
+    }
 }
 
 /// One listening socket.
@@ -115,6 +137,14 @@ pub struct ListenerConfig {
     pub http2: bool,
     /// Most client connections at once; further connections wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Behind a trusted L4 tier: connections from `trusted_proxies` must start with a PROXY
+    /// protocol header (v1 or v2), whose client address then stands for the peer's
+    /// (X-Forwarded-For, X-Real-IP, logs, client-IP hashing and stickiness).
+    pub proxy_protocol: bool,
+    /// Networks (`"10.0.0.0/8"`, `"127.0.0.1"`) whose PROXY headers are believed. Empty: every
+    /// peer must send one. Peers outside a non-empty list are served as direct clients, and a
+    /// PROXY header from them is rejected.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ListenerConfig {
@@ -125,6 +155,8 @@ impl Default for ListenerConfig {
             tls: None,
             http2: true,
             max_connections: 16384,
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -294,6 +326,11 @@ pub struct PoolConfig {
     pub passive: PassiveConfig,
     /// Retries.
     pub retry: RetryConfig,
+    /// Session stickiness.
+    pub sticky: StickyConfig,
+    /// Send a PROXY protocol header to the backends: `"off"` (default), `"v1"` or `"v2"`.
+    /// Upstream connections are then not reused across requests.
+    pub proxy_protocol: String,
 }
 
 impl Default for PoolConfig {
@@ -312,6 +349,8 @@ impl Default for PoolConfig {
             health: HealthCheckConfig::default(),
             passive: PassiveConfig::default(),
             retry: RetryConfig::default(),
+            sticky: StickyConfig::default(),
+            proxy_protocol: "off".into(),
         }
     }
 }
@@ -556,4 +595,76 @@ impl Default for RetryConfig {
 pub struct StatusConfig {
     /// Address for `GET /status` (JSON) and `GET /metrics` (Prometheus); none: disabled.
     pub address: Option<String>,
+}
+
+/// Session stickiness (`[pools.NAME.sticky]`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StickyConfig {
+    /// `"none"` (default), `"cookie"` or `"source_ip"`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Cookie: name (Tengine's default, `route`).
+    pub cookie: String,
+    /// Cookie: `"insert"` (the proxy sets it), `"rewrite"` (the backend sets it, the proxy
+    /// replaces its value) or `"prefix"` (the proxy prefixes the backend's value).
+    pub mode: String,
+    /// Cookie, insert mode: hide the cookie from the backends.
+    pub indirect: bool,
+    /// Cookie, insert mode: a session idle longer than this is scheduled afresh; 0: no limit.
+    pub maxidle: Dur,
+    /// Cookie, insert mode: a session older than this is scheduled afresh; 0: no limit.
+    pub maxlife: Dur,
+    /// Cookie, insert mode: Max-Age attribute; 0: a session cookie.
+    pub maxage: Dur,
+    /// Cookie, insert mode: Domain attribute.
+    pub domain: Option<String>,
+    /// Cookie, insert mode: Path attribute.
+    pub path: String,
+    /// Cookie, insert mode: HttpOnly attribute.
+    pub httponly: bool,
+    /// Cookie, insert mode: Secure attribute.
+    pub secure: bool,
+    /// Source IP: a client sticks this long after its last request.
+    pub timeout: Dur,
+    /// Source IP: clients in one IPv4 prefix of this length share a backend.
+    pub ipv4_prefix: u8,
+    /// Source IP: clients in one IPv6 prefix of this length share a backend.
+    pub ipv6_prefix: u8,
+    /// Source IP: most clients remembered.
+    pub capacity: usize,
+}
+
+impl Default for StickyConfig {
+    fn default() -> Self {
+        StickyConfig {
+            kind: "none".into(),
+            cookie: "route".into(),
+            mode: "insert".into(),
+            indirect: false,
+            maxidle: Dur::secs(0),
+            maxlife: Dur::secs(0),
+            maxage: Dur::secs(0),
+            domain: None,
+            path: "/".into(),
+            httponly: true,
+            secure: false,
+            timeout: Dur::secs(300),
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+            capacity: 1 << 20,
+        }
+    }
+}
+
+/// The admin API: HTTP on its own listener (`[admin]`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address, e.g. `"127.0.0.1:9902"`; none: no admin API.
+    pub address: Option<String>,
+    /// Allow an address other than loopback (the API can change and reload everything).
+    pub allow_remote: bool,
+    /// When set, requests must carry `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
 }

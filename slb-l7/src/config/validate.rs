@@ -224,6 +224,12 @@ pub(crate) fn check(cfg: &Config, loc: Option<&Locator<'_>>) -> Result<(), Confi
         if l.max_connections == 0 {
             is.add(format!("listeners[{i}].max_connections"), "must be at least 1");
         }
+        if let Err(e) = crate::proxy_protocol::Networks::parse(&l.trusted_proxies) {
+            is.add(format!("listeners[{i}].trusted_proxies"), e);
+        }
+        if !l.trusted_proxies.is_empty() && !l.proxy_protocol {
+            is.add(format!("listeners[{i}].trusted_proxies"), "needs proxy_protocol = true");
+        }
         if let Some(tls) = &l.tls {
             if tls.certificates.is_empty() {
                 is.add(
@@ -394,6 +400,25 @@ pub(crate) fn check(cfg: &Config, loc: Option<&Locator<'_>>) -> Result<(), Confi
         if p.retry.budget_percent > 100 {
             is.add(format!("{f}.retry.budget_percent"), "must be at most 100");
         }
+        if !matches!(p.proxy_protocol.as_str(), "off" | "v1" | "v2") {
+            is.add(format!("{f}.proxy_protocol"), "must be off, v1 or v2");
+        }
+        check_sticky(&mut is, &format!("{f}.sticky"), &p.sticky);
+    }
+    if let Some(a) = &cfg.admin.address {
+        match a.parse::<SocketAddr>() {
+            Err(_) => check_addr(&mut is, "admin.address".into(), a),
+            Ok(sa) if !sa.ip().is_loopback() && !cfg.admin.allow_remote => is.add(
+                "admin.address".into(),
+                "not a loopback address: the admin API changes everything; set allow_remote = true to mean it",
+            ),
+            Ok(_) => {}
+        }
+    }
+    if let Some(t) = &cfg.admin.token {
+        if t.is_empty() || t.bytes().any(|b| !b.is_ascii_graphic()) {
+            is.add("admin.token".into(), "must be printable ASCII without spaces");
+        }
     }
     if let Some(a) = &cfg.status.address {
         check_addr(&mut is, "status.address".into(), a);
@@ -403,6 +428,52 @@ pub(crate) fn check(cfg: &Config, loc: Option<&Locator<'_>>) -> Result<(), Confi
     }
     is.list.sort_by_key(|i| i.line.unwrap_or(usize::MAX));
     Err(ConfigError { issues: is.list })
+}
+
+fn check_sticky(is: &mut Issues<'_, '_>, f: &str, s: &super::StickyConfig) {
+    match s.kind.as_str() {
+        "none" | "source_ip" => {}
+        "cookie" => {
+            if !valid_field_name(&s.cookie) || s.cookie.contains(['=', ';', ',']) {
+                is.add(format!("{f}.cookie"), format!("{:?} is not a cookie name", s.cookie));
+            }
+            if !matches!(s.mode.as_str(), "insert" | "rewrite" | "prefix") {
+                is.add(format!("{f}.mode"), "must be insert, rewrite or prefix");
+            } else if s.mode != "insert" {
+                for (k, set) in [
+                    ("indirect", s.indirect),
+                    ("maxidle", !s.maxidle.0.is_zero()),
+                    ("maxlife", !s.maxlife.0.is_zero()),
+                ] {
+                    if set {
+                        is.add(format!("{f}.{k}"), "applies to mode = \"insert\" only");
+                    }
+                }
+            }
+            let bad = |v: &str| v.bytes().any(|b| b < 0x21 || b == 0x7f || b == b';' || b == b',');
+            if !s.path.starts_with('/') || bad(&s.path) {
+                is.add(format!("{f}.path"), "must start with / and hold no spaces, ';' or ','");
+            }
+            if s.domain.as_deref().is_some_and(|d| d.is_empty() || bad(d)) {
+                is.add(format!("{f}.domain"), "must be a domain name");
+            }
+        }
+        _ => is.add(format!("{f}.type"), "must be none, cookie or source_ip"),
+    }
+    if s.kind == "source_ip" {
+        if s.timeout.0.is_zero() {
+            is.add(format!("{f}.timeout"), "must be greater than zero");
+        }
+        if s.capacity == 0 {
+            is.add(format!("{f}.capacity"), "must be at least 1");
+        }
+        if s.ipv4_prefix > 32 {
+            is.add(format!("{f}.ipv4_prefix"), "must be 0 to 32");
+        }
+        if s.ipv6_prefix > 128 {
+            is.add(format!("{f}.ipv6_prefix"), "must be 0 to 128");
+        }
+    }
 }
 
 fn valid_field_name(n: &str) -> bool {

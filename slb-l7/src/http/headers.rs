@@ -6,6 +6,7 @@ use std::io::Write as _;
 use super::request::RequestHead;
 use super::response::ResponseHead;
 use super::{Framing, HeaderSpan, has_token};
+use crate::sticky::cookie::{CookieEdit, CookieRewrite, edit_cookie_header};
 
 /// Header add/remove rules for one direction (request or response).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -67,6 +68,8 @@ pub struct ForwardInfo<'a> {
     pub default_host: &'a str,
     /// Request rules.
     pub rules: &'a HeaderRules,
+    /// Sticky cookie to hide from (or un-prefix for) the backend.
+    pub cookie_edit: Option<CookieEdit<'a>>,
 }
 
 /// The hop-by-hop fields of RFC 9110 section 7.6.1 (and Proxy-Connection), lower case.
@@ -101,6 +104,18 @@ fn put(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a Cookie field with the sticky cookie edited (nothing when no cookie is left).
+fn put_edited_cookie(out: &mut Vec<u8>, name: &[u8], value: &[u8], edit: CookieEdit<'_>) {
+    let start = out.len();
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    if edit_cookie_header(value, edit, out) {
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.truncate(start);
+    }
 }
 
 /// True when a field named in a Connection header lists `name`.
@@ -149,6 +164,12 @@ pub fn write_request_head(
             || (has_connection && listed_in_connection(buf, spans, name))
         {
             continue;
+        }
+        if let Some(edit) = fwd.cookie_edit {
+            if name.eq_ignore_ascii_case(b"cookie") {
+                put_edited_cookie(out, name, s.value(buf), edit);
+                continue;
+            }
         }
         put(out, name, s.value(buf));
     }
@@ -240,6 +261,10 @@ pub fn write_request_head_parts(
         {
             continue;
         }
+        if let (Some(edit), b"cookie") = (fwd.cookie_edit, n) {
+            put_edited_cookie(out, n, value.as_bytes(), edit);
+            continue;
+        }
         put(out, n, value.as_bytes());
     }
     match xff {
@@ -282,6 +307,20 @@ pub fn write_response_head(
     framing: ResponseFraming,
     rules: &HeaderRules,
 ) {
+    write_response_head_with_cookie(out, buf, head, spans, framing, rules, &CookieRewrite::None)
+}
+
+/// [`write_response_head`], with the sticky cookie inserted or the backend's rewritten.
+pub fn write_response_head_with_cookie(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &ResponseHead,
+    spans: &[HeaderSpan],
+    framing: ResponseFraming,
+    rules: &HeaderRules,
+    cookie: &CookieRewrite,
+) {
+    let rewriting = matches!(cookie, CookieRewrite::Rewrite { .. } | CookieRewrite::Prefix { .. });
     let _ = write!(out, "HTTP/1.1 {} ", head.status);
     out.extend_from_slice(buf.get(head.reason.clone()).unwrap_or_default());
     out.extend_from_slice(b"\r\n");
@@ -298,7 +337,16 @@ pub fn write_response_head(
         {
             continue;
         }
+        if rewriting && name.eq_ignore_ascii_case(b"set-cookie") {
+            if let Some(v) = cookie.rewrite_set_cookie(s.value(buf)) {
+                put(out, name, &v);
+                continue;
+            }
+        }
         put(out, name, s.value(buf));
+    }
+    if let CookieRewrite::Insert(v) = cookie {
+        put(out, b"Set-Cookie", v.as_bytes());
     }
     if switching {
         put(out, b"Connection", b"upgrade");

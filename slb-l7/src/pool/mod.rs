@@ -11,7 +11,7 @@ mod select;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -30,7 +30,10 @@ pub use retry::{RetryBudget, RetryPolicy};
 pub use select::SchedulerFactory;
 pub(crate) use select::Selector;
 
+use crate::admin::AdminError;
 use crate::metrics::BackendStats;
+use crate::sticky::cookie::TOKEN_LEN;
+use crate::sticky::{CookieRewrite, Sticky, StickyRequest};
 use crate::upstream::{Connector, IdlePool, KeepAlive};
 
 /// What the hashing schedulers hash.
@@ -127,6 +130,17 @@ pub struct BackendStatus {
     pub stats: Arc<BackendStats>,
 }
 
+/// What a pool replacing another on reload takes over besides identities and counters.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Keep {
+    /// Idle upstream connections (TLS and PROXY settings unchanged).
+    pub(crate) connections: bool,
+    /// Health trackers (health settings unchanged; otherwise only the verdicts carry over).
+    pub(crate) health: bool,
+    /// Ejections (passive settings unchanged).
+    pub(crate) passive: bool,
+}
+
 /// Per-backend data that the request path needs after a pick.
 #[derive(Debug)]
 pub(crate) struct BackendSlot {
@@ -134,6 +148,8 @@ pub(crate) struct BackendSlot {
     pub(crate) addr: SocketAddr,
     pub(crate) idle: IdlePool,
     pub(crate) stats: Arc<BackendStats>,
+    /// The backend's sticky-cookie token (zero when the pool has no cookie stickiness).
+    pub(crate) token: [u8; TOKEN_LEN],
     /// Mirror of the outlier detector's consecutive-failure count, so that successes need no lock
     /// while it is zero.
     consecutive: AtomicU32,
@@ -190,6 +206,8 @@ pub struct PoolSettings {
     pub(crate) response_header_timeout: Duration,
     pub(crate) read_timeout: Duration,
     pub(crate) active: Option<ActiveHealth>,
+    /// Stickiness (kept across reloads that leave the pool's sticky settings alone).
+    pub(crate) sticky: Option<Arc<Sticky>>,
 }
 
 /// An upstream pool.
@@ -200,6 +218,10 @@ pub struct Pool {
     pub(crate) budget: RetryBudget,
     state: Mutex<PoolState>,
     slots: ArcSwap<HashMap<BackendId, Arc<BackendSlot>>>,
+    /// Sticky-cookie token to backend.
+    tokens: ArcSwap<HashMap<[u8; TOKEN_LEN], BackendId>>,
+    /// Replaced by a reload: background tasks stop.
+    retired: AtomicBool,
     clock: Clock,
     /// Wakes the pool's maintenance task (ejections, backend changes).
     pub(crate) changed: Notify,
@@ -221,13 +243,21 @@ pub(crate) enum Passive {
 }
 
 impl Pool {
-    pub(crate) fn new(
+    /// A pool with `backends`; with `prev`, one taking over `prev`'s scheduler runtime state
+    /// (a reload changed the pool's settings).
+    pub(crate) fn with_predecessor(
         name: String,
         settings: PoolSettings,
         backends: Vec<BackendSpec>,
         clock: Clock,
+        prev: Option<&Pool>,
     ) -> Arc<Pool> {
-        let selector = Selector::new(settings.scheduler.clone(), settings.set_options);
+        let selector = match prev {
+            Some(p) => {
+                Selector::successor(settings.scheduler.clone(), settings.set_options, &p.selector)
+            }
+            None => Selector::new(settings.scheduler.clone(), settings.set_options),
+        };
         let outlier = OutlierDetector::new(settings.passive.unwrap_or_default(), backends.len());
         let pool = Arc::new(Pool {
             name,
@@ -241,6 +271,8 @@ impl Pool {
                 outlier,
             }),
             slots: ArcSwap::from_pointee(HashMap::new()),
+            tokens: ArcSwap::from_pointee(HashMap::new()),
+            retired: AtomicBool::new(false),
             clock,
             changed: Notify::new(),
             health_wake: Notify::new(),
@@ -262,8 +294,150 @@ impl Pool {
     /// state; new ones start as the health configuration says (down until proven healthy by
     /// default when active checks run, up otherwise).
     pub fn set_backends(&self, backends: Vec<BackendSpec>) {
-        let now = self.now();
         let mut st = self.state.lock();
+        self.apply(&mut st, backends);
+        drop(st);
+        self.changed.notify_one();
+        self.health_wake.notify_one();
+    }
+
+    /// Changes the backend list through `f`, atomically: `f` sees the current list, and its
+    /// result replaces it in one step (one scheduler rebuild), or nothing changes if it fails.
+    pub fn update_backends(
+        &self,
+        f: impl FnOnce(&mut Vec<BackendSpec>) -> Result<(), AdminError>,
+    ) -> Result<(), AdminError> {
+        let mut st = self.state.lock();
+        let mut specs: Vec<BackendSpec> = st.members.iter().map(|m| m.spec.clone()).collect();
+        f(&mut specs)?;
+        self.apply(&mut st, specs);
+        drop(st);
+        self.changed.notify_one();
+        self.health_wake.notify_one();
+        Ok(())
+    }
+
+    /// Adds a backend (an error if its address is in the pool already).
+    pub fn add_backend(&self, spec: BackendSpec) -> Result<(), AdminError> {
+        self.update_backends(|list| {
+            if list.iter().any(|b| b.addr == spec.addr) {
+                return Err(AdminError::BackendExists(spec.addr));
+            }
+            list.push(spec);
+            Ok(())
+        })
+    }
+
+    /// Removes the backend at `addr`. Requests in flight to it finish.
+    pub fn remove_backend(&self, addr: SocketAddr) -> Result<(), AdminError> {
+        self.update_backends(|list| {
+            let before = list.len();
+            list.retain(|b| b.addr != addr);
+            if list.len() == before {
+                return Err(AdminError::NoSuchBackend(addr));
+            }
+            Ok(())
+        })
+    }
+
+    /// Sets the administrative state of the backend at `addr`: `Up` (enable), `Draining` (no new
+    /// requests, sticky clients move on; requests in flight finish) or `Disabled`.
+    pub fn set_backend_state(
+        &self,
+        addr: SocketAddr,
+        state: BackendState,
+    ) -> Result<(), AdminError> {
+        if state == BackendState::Down {
+            return Err(AdminError::Invalid("health decides about down; use disabled".into()));
+        }
+        self.update_backends(|list| {
+            let b =
+                list.iter_mut().find(|b| b.addr == addr).ok_or(AdminError::NoSuchBackend(addr))?;
+            b.state = state;
+            Ok(())
+        })
+    }
+
+    /// Sets the weight of the backend at `addr` (0: no new requests).
+    pub fn set_backend_weight(&self, addr: SocketAddr, weight: u32) -> Result<(), AdminError> {
+        self.update_backends(|list| {
+            let b =
+                list.iter_mut().find(|b| b.addr == addr).ok_or(AdminError::NoSuchBackend(addr))?;
+            b.weight = weight;
+            Ok(())
+        })
+    }
+
+    /// The backends as specified (address, weight, administrative state).
+    pub fn specs(&self) -> Vec<BackendSpec> {
+        self.state.lock().members.iter().map(|m| m.spec.clone()).collect()
+    }
+
+    /// Takes over the backends of `old` (a pool this one replaces on reload) that are in
+    /// `specs`: identities, counters, health (the tracker itself when `keep.health`, else the
+    /// verdict), ejections and the outlier detector (when `keep.passive`) and idle connections
+    /// (when `keep.connections`); then applies `specs`.
+    pub(crate) fn inherit(&self, old: &Pool, specs: Vec<BackendSpec>, keep: Keep) {
+        let now = self.now();
+        let mut ost = old.state.lock();
+        let mut st = self.state.lock();
+        st.ids = ost.ids.clone();
+        st.next_id = ost.next_id;
+        if keep.passive {
+            std::mem::swap(&mut st.outlier, &mut ost.outlier);
+        }
+        let wanted: std::collections::HashSet<SocketAddr> = specs.iter().map(|s| s.addr).collect();
+        for m in ost.members.iter().filter(|m| wanted.contains(&m.spec.addr)) {
+            let tracker = match (&m.tracker, &self.settings.active) {
+                (_, None) => None,
+                (Some(t), Some(_)) if keep.health => Some(t.clone()),
+                (_, Some(a)) => {
+                    let mut t = HealthTracker::new(
+                        a.config,
+                        now,
+                        u64::from(m.id.0) ^ hash_addr(m.spec.addr),
+                    );
+                    t.force(m.health);
+                    Some(t)
+                }
+            };
+            let health = tracker.as_ref().map_or(HealthStatus::Up, |t| t.status());
+            st.members.push(Member {
+                spec: m.spec.clone(),
+                id: m.id,
+                health,
+                ejected: keep.passive && m.ejected,
+                tracker,
+                stats: m.stats.clone(),
+            });
+        }
+        drop(ost);
+        if keep.connections {
+            let old_slots = old.slots.load();
+            let mut slots = HashMap::new();
+            for m in &st.members {
+                if let Some(slot) = old_slots.get(&m.id) {
+                    let token = match &self.settings.sticky {
+                        Some(s) if s.cookie().is_some() => {
+                            s.key.server_token(&self.name, m.spec.addr)
+                        }
+                        _ => [0; TOKEN_LEN],
+                    };
+                    if slot.token == token {
+                        slots.insert(m.id, slot.clone());
+                    }
+                }
+            }
+            self.slots.store(Arc::new(slots));
+        }
+        self.apply(&mut st, specs);
+        drop(st);
+        self.changed.notify_one();
+        self.health_wake.notify_one();
+    }
+
+    fn apply(&self, st: &mut PoolState, backends: Vec<BackendSpec>) {
+        let now = self.now();
         let mut old: HashMap<SocketAddr, Member> =
             st.members.drain(..).map(|m| (m.spec.addr, m)).collect();
         let mut members = Vec::with_capacity(backends.len());
@@ -302,31 +476,40 @@ impl Pool {
             };
             members.push(m);
         }
-        for gone in old.keys() {
-            st.ids.remove(gone);
+        let gone: Vec<BackendId> = old.values().map(|m| m.id).collect();
+        for addr in old.keys() {
+            st.ids.remove(addr);
+        }
+        if let Some(s) = &self.settings.sticky {
+            s.forget(&gone);
         }
         st.members = members;
         let ids: Vec<BackendId> = st.members.iter().map(|m| m.id).collect();
         st.outlier.set_pool(&ids);
         let slots = self.slots.load();
         let mut next = HashMap::with_capacity(st.members.len());
+        let mut tokens = HashMap::with_capacity(st.members.len());
         for m in &st.members {
             let slot = slots.get(&m.id).cloned().unwrap_or_else(|| {
+                let token = match &self.settings.sticky {
+                    Some(s) if s.cookie().is_some() => s.key.server_token(&self.name, m.spec.addr),
+                    _ => [0; TOKEN_LEN],
+                };
                 Arc::new(BackendSlot {
                     id: m.id,
                     addr: m.spec.addr,
                     idle: IdlePool::new(self.settings.keepalive.shards),
                     stats: m.stats.clone(),
+                    token,
                     consecutive: AtomicU32::new(0),
                 })
             });
+            tokens.insert(slot.token, m.id);
             next.insert(m.id, slot);
         }
         self.slots.store(Arc::new(next));
-        self.rebuild(&st, now);
-        drop(st);
-        self.changed.notify_one();
-        self.health_wake.notify_one();
+        self.tokens.store(Arc::new(tokens));
+        self.rebuild(st, now);
     }
 
     /// Builds the scheduler's view from the members. Called with the state locked.
@@ -405,14 +588,66 @@ impl Pool {
         &self,
         hash: Option<u64>,
         tried: &[BackendId],
+        prefer: Option<BackendId>,
     ) -> Result<(Arc<BackendSlot>, Arc<BackendRuntime>), PickError> {
         let sched = self.selector.load();
+        if let Some(id) = prefer.filter(|id| !tried.contains(id)) {
+            // A sticky backend is used while it is up, enabled and weighted; a down, draining,
+            // disabled or ejected one falls back to the scheduler.
+            let set = sched.backends();
+            if let Some(i) = set.index_of(id) {
+                let b = &set.backends()[i];
+                if b.state == BackendState::Up && b.weight > 0 {
+                    if let Some(slot) = self.slots.load().get(&id) {
+                        return Ok((slot.clone(), set.runtime(i).clone()));
+                    }
+                }
+            }
+        }
         let ctx = PickContext { hash, now: self.now(), ..PickContext::default() };
         let id_index = pick_untried(sched.as_ref().as_ref(), &ctx, tried)?;
         let set = sched.backends();
         let runtime = set.runtime(id_index.1).clone();
         let slot = self.slots.load().get(&id_index.0).cloned().ok_or(PickError::NoBackend)?;
         Ok((slot, runtime))
+    }
+
+    /// What the request says about stickiness (nothing when the pool has none).
+    pub(crate) fn sticky_request<'a>(
+        &self,
+        cookies: impl Iterator<Item = &'a [u8]>,
+        client: IpAddr,
+    ) -> StickyRequest {
+        let Some(s) = &self.settings.sticky else { return StickyRequest::default() };
+        s.request(cookies, client, epoch_secs(), self.now(), &self.tokens.load())
+    }
+
+    /// After `slot` answered: the cookie edit for the response (and the source template renewed).
+    pub(crate) fn sticky_response(
+        &self,
+        req: &StickyRequest,
+        slot: &BackendSlot,
+        client: IpAddr,
+    ) -> CookieRewrite {
+        let Some(s) = &self.settings.sticky else { return CookieRewrite::None };
+        s.response(req, slot.id, &slot.token, client, epoch_secs(), self.now())
+    }
+
+    /// Marks the pool as replaced (by a reload); its background tasks end.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.changed.notify_one();
+        self.health_wake.notify_one();
+    }
+
+    /// True once replaced by a reload.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    /// Source-IP templates held (0 without source stickiness).
+    pub fn sticky_templates(&self) -> usize {
+        self.settings.sticky.as_ref().map_or(0, |s| s.templates())
     }
 
     /// Passive health input from live traffic.
@@ -506,6 +741,13 @@ impl Pool {
             self.rebuild(&st, now);
         }
     }
+}
+
+/// Seconds since the Unix epoch (sticky cookie times).
+fn epoch_secs() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
 fn hash_addr(a: SocketAddr) -> u64 {

@@ -60,6 +60,21 @@ impl Selector {
         Selector { current: ArcSwap::from_pointee(factory.build(set)), factory, options, registry }
     }
 
+    /// A selector taking over from `prev` (a reload changed the pool's settings): it shares the
+    /// runtime registry (in-flight counts, smooth-WRR weights, slow-start clocks) and starts from
+    /// `prev`'s backends, so that the next update sees which backends were already up.
+    pub(crate) fn successor(
+        factory: Arc<dyn SchedulerFactory>,
+        options: SetOptions,
+        prev: &Selector,
+    ) -> Self {
+        let registry = prev.registry.clone();
+        let backends = prev.current.load().backends().backends().to_vec();
+        let set =
+            BackendSet::new(backends, &registry, options).unwrap_or_else(|_| BackendSet::empty());
+        Selector { current: ArcSwap::from_pointee(factory.build(set)), factory, options, registry }
+    }
+
     pub(crate) fn load(&self) -> arc_swap::Guard<Arc<Box<dyn Scheduler>>> {
         self.current.load()
     }

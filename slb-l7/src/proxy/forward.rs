@@ -10,6 +10,7 @@
 //! [`RetryPolicy::tries`]: crate::pool::RetryPolicy::tries
 //! [`RetryPolicy::timeout`]: crate::pool::RetryPolicy::timeout
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
@@ -33,6 +34,10 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) idempotent: bool,
     pub(crate) head_request: bool,
     pub(crate) hash: Option<u64>,
+    /// The sticky backend to try first.
+    pub(crate) prefer: Option<BackendId>,
+    /// The client and the address it connected to (for a PROXY header to the backend).
+    pub(crate) client: (SocketAddr, SocketAddr),
 }
 
 /// Decrements the backend's in-flight count when the exchange ends.
@@ -108,7 +113,7 @@ pub(crate) async fn forward(
         } else {
             None
         };
-        let Ok((slot, runtime)) = pool.pick(out.hash, &tried[..attempt]) else { break };
+        let Ok((slot, runtime)) = pool.pick(out.hash, &tried[..attempt], out.prefer) else { break };
         tried[attempt] = slot.id;
         let result = try_once(pool, &slot, runtime, out, spans).await;
         drop(retry_token);
@@ -159,7 +164,7 @@ async fn try_once(
     let t0 = StdInstant::now();
     let (mut conn, reused) = match slot.idle.checkout(&pool.settings.keepalive) {
         Some(c) => (c, true),
-        None => match pool.settings.connector.connect(slot.addr).await {
+        None => match pool.settings.connector.connect(slot.addr, Some(out.client)).await {
             Ok(c) => (c, false),
             Err(e) => {
                 let (err, outcome) = match e {

@@ -6,10 +6,16 @@
 //! body within the body timeout (408), the next request within the keep-alive timeout (silent
 //! close), every response write within the send timeout; so a slow client costs a task and its
 //! buffers, never a worker thread.
+//!
+//! Draining (graceful shutdown, upgrade): a connection idle between requests closes at once; a
+//! request in progress is answered with `Connection: close`; the first request of a connection
+//! accepted before the drain is still served. The drain signal is checked with one atomic load
+//! per request, and watched only while idle between requests.
 
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::forward::{Answer, Outgoing, forward};
@@ -17,10 +23,12 @@ use super::{ConnInfo, Settings, hash_h1, reason};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::headers::{
     ForwardInfo, HeaderRules, ResponseFraming, write_request_head, write_response_head,
+    write_response_head_with_cookie,
 };
 use crate::http::request::parse_request;
 use crate::http::{Framing, HeadError, HeaderSpan};
-use crate::server::Shared;
+use crate::server::{Phase, Shared};
+use crate::sticky::CookieRewrite;
 
 /// How an HTTP/1 connection ended.
 pub(crate) enum Exit<S> {
@@ -42,6 +50,7 @@ pub(crate) async fn serve<S>(
     info: ConnInfo,
     shared: Arc<Shared>,
     mut buf: Vec<u8>,
+    mut phase: watch::Receiver<Phase>,
 ) -> Exit<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -57,6 +66,11 @@ where
     let mut first = true;
     buf.reserve(8192);
     loop {
+        // Draining: an idle connection (nothing of a next request received) closes now.
+        let draining = phase.has_changed().unwrap_or(true);
+        if draining && !first && buf.is_empty() {
+            return Exit::Done;
+        }
         let active = shared.active.load_full();
         let s = &active.settings;
 
@@ -77,7 +91,17 @@ where
                 }
             }
             reserve(&mut buf);
-            match timeout_at(head_deadline.unwrap_or(idle_deadline), io.read_buf(&mut buf)).await {
+            let read = if head_deadline.is_none() && !first {
+                // Idle between requests: also watch for a drain.
+                tokio::select! {
+                    biased;
+                    r = timeout_at(idle_deadline, io.read_buf(&mut buf)) => r,
+                    _ = phase.changed() => return Exit::Done,
+                }
+            } else {
+                timeout_at(head_deadline.unwrap_or(idle_deadline), io.read_buf(&mut buf)).await
+            };
+            match read {
                 Err(_) => {
                     if head_deadline.is_some() {
                         let _ = respond_error(
@@ -100,7 +124,7 @@ where
             }
         };
         first = false;
-        let keep_alive = head.keep_alive;
+        let keep_alive = head.keep_alive && !draining;
 
         // Route.
         let host = head.host(&buf).or(info.sni.as_deref().map(str::as_bytes));
@@ -201,6 +225,17 @@ where
         let pool = &route.pool;
         let hash =
             pool.wants_hash().then(|| hash_h1(pool, info.peer, &buf, head.path(&buf), &spans));
+        let sticky = pool.settings.sticky.as_deref();
+        let sticky_req = match sticky {
+            None => Default::default(),
+            Some(_) => pool.sticky_request(
+                spans
+                    .iter()
+                    .filter(|sp| sp.name(&buf).eq_ignore_ascii_case(b"cookie"))
+                    .map(|sp| sp.value(&buf)),
+                info.peer.ip(),
+            ),
+        };
         let fwd = ForwardInfo {
             client_ip: &client_ip,
             proto,
@@ -208,13 +243,20 @@ where
             host_override: pool.settings.host.as_deref(),
             default_host: &default_host,
             rules: &route.request_rules,
+            cookie_edit: sticky.and_then(|st| st.request_edit()),
         };
         write_request_head(&mut out, &buf, &head, &spans, body.len() as u64, &fwd);
         out.extend_from_slice(body);
         let upgrade = head.upgrade.is_some();
         let client_http10 = head.minor == 0;
-        let outgoing =
-            Outgoing { bytes: &out, idempotent: head.idempotent, head_request: head.is_head, hash };
+        let outgoing = Outgoing {
+            bytes: &out,
+            idempotent: head.idempotent,
+            head_request: head.is_head,
+            hash,
+            prefer: sticky_req.prefer,
+            client: (info.peer, info.local),
+        };
         let answer = forward(pool, &outgoing, &mut rspans).await;
         buf.drain(..consumed);
 
@@ -240,12 +282,18 @@ where
             return Exit::Done;
         }
         let read_timeout = pool.settings.read_timeout;
+        let cookie = match sticky {
+            None => CookieRewrite::None,
+            Some(_) => pool.sticky_response(&sticky_req, &answer.slot, info.peer.ip()),
+        };
+        // A drain that began while the request was upstream: this response is the last.
+        let keep_alive = keep_alive && !phase.has_changed().unwrap_or(true);
         let keep = relay(
             &mut io,
             &mut answer,
             &rspans,
             (client_http10, keep_alive),
-            &route.response_rules,
+            (&route.response_rules, &cookie),
             &mut resp,
             s,
             read_timeout,
@@ -275,7 +323,7 @@ async fn relay<S: AsyncWrite + Unpin>(
     a: &mut Answer,
     rspans: &[HeaderSpan],
     (client_http10, client_keep_alive): (bool, bool),
-    rules: &HeaderRules,
+    (rules, cookie): (&HeaderRules, &CookieRewrite),
     resp: &mut Vec<u8>,
     s: &Settings,
     read_timeout: std::time::Duration,
@@ -289,13 +337,14 @@ async fn relay<S: AsyncWrite + Unpin>(
             _ => true,
         };
     resp.clear();
-    write_response_head(
+    write_response_head_with_cookie(
         resp,
         &a.conn.rbuf,
         &a.head,
         rspans,
         ResponseFraming { keep_alive: client, chunked_passthrough: chunked_pass, client_http10 },
         rules,
+        cookie,
     );
     let head_len = a.head.head_len;
     let broken = Kept { client: false, upstream_reusable: Err(()) };

@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use super::forward::{Answer, Outgoing, forward};
@@ -22,11 +23,17 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::headers::{ForwardInfo, HeaderRules, is_hop_by_hop, write_request_head_parts};
 use crate::http::{Framing, HeaderSpan};
 use crate::pool::Pool;
-use crate::server::Shared;
+use crate::server::{Phase, Shared};
+use crate::sticky::CookieRewrite;
 
-/// Serves HTTP/2 on `io` until the connection ends.
-pub(crate) async fn serve<S>(io: S, info: ConnInfo, shared: Arc<Shared>)
-where
+/// Serves HTTP/2 on `io` until the connection ends; on a drain, sends GOAWAY and lets the
+/// streams in progress finish.
+pub(crate) async fn serve<S>(
+    io: S,
+    info: ConnInfo,
+    shared: Arc<Shared>,
+    mut phase: watch::Receiver<Phase>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let max_head = shared.active.load().settings.limits.max_head;
@@ -41,7 +48,14 @@ where
         .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(60)))
         .keep_alive_timeout(Duration::from_secs(20));
-    let _ = b.serve_connection(TokioIo::new(io), svc).await;
+    let conn = b.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = phase.wait_for(|p| *p != Phase::Running) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }
 
 fn error_response(status: u16, message: &str) -> Response<ProxyBody> {
@@ -91,6 +105,14 @@ async fn handle(req: Request<Incoming>, info: &ConnInfo, shared: &Shared) -> Res
         }
     };
     let pool = &route.pool;
+    let sticky = pool.settings.sticky.as_deref();
+    let sticky_req = match sticky {
+        None => Default::default(),
+        Some(_) => pool.sticky_request(
+            parts.headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()),
+            info.peer.ip(),
+        ),
+    };
     let fwd = ForwardInfo {
         client_ip: &info.client_ip,
         proto: if info.tls { "https" } else { "http" },
@@ -98,6 +120,7 @@ async fn handle(req: Request<Incoming>, info: &ConnInfo, shared: &Shared) -> Res
         host_override: pool.settings.host.as_deref(),
         default_host: &info.local_str,
         rules: &route.request_rules,
+        cookie_edit: sticky.and_then(|st| st.request_edit()),
     };
     let mut out = Vec::with_capacity(512 + body.len());
     write_request_head_parts(&mut out, &parts, body.len() as u64, &fwd);
@@ -109,6 +132,8 @@ async fn handle(req: Request<Incoming>, info: &ConnInfo, shared: &Shared) -> Res
         idempotent,
         head_request: parts.method == http::Method::HEAD,
         hash,
+        prefer: sticky_req.prefer,
+        client: (info.peer, info.local),
     };
     let mut spans = Vec::with_capacity(32);
     match forward(pool, &outgoing, &mut spans).await {
@@ -117,14 +142,20 @@ async fn handle(req: Request<Incoming>, info: &ConnInfo, shared: &Shared) -> Res
             drop(a);
             error_response(502, "upstream switched protocols unasked")
         }
-        Ok(a) => build_response(a, &spans, &route.response_rules, pool.clone()),
+        Ok(a) => {
+            let cookie = match sticky {
+                None => CookieRewrite::None,
+                Some(_) => pool.sticky_response(&sticky_req, &a.slot, info.peer.ip()),
+            };
+            build_response(a, &spans, (&route.response_rules, &cookie), pool.clone())
+        }
     }
 }
 
 fn build_response(
     a: Answer,
     spans: &[HeaderSpan],
-    rules: &HeaderRules,
+    (rules, cookie): (&HeaderRules, &CookieRewrite),
     pool: Arc<Pool>,
 ) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::Full(None));
@@ -142,10 +173,19 @@ fn build_response(
         if is_hop_by_hop(name) || rules.removes(name) || connection_listed(name) {
             continue;
         }
-        if let (Ok(n), Ok(v)) =
-            (HeaderName::from_bytes(name), HeaderValue::from_bytes(s.value(buf)))
-        {
+        let rewritten = if name.eq_ignore_ascii_case(b"set-cookie") {
+            cookie.rewrite_set_cookie(s.value(buf))
+        } else {
+            None
+        };
+        let value = rewritten.as_deref().unwrap_or(s.value(buf));
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
             h.append(n, v);
+        }
+    }
+    if let CookieRewrite::Insert(v) = cookie {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.append(http::header::SET_COOKIE, v);
         }
     }
     for (n, v) in &rules.add {

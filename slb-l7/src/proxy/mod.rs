@@ -38,7 +38,10 @@ pub(crate) struct Active {
 /// Facts about one client connection.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnInfo {
+    /// The client (from a PROXY header when the listener is behind an L4 tier).
     pub(crate) peer: SocketAddr,
+    /// The address the client connected to (likewise).
+    pub(crate) local: SocketAddr,
     pub(crate) tls: bool,
     pub(crate) sni: Option<Arc<str>>,
     /// Accept HTTP/2 with prior knowledge on this plain-text connection.
@@ -53,6 +56,7 @@ impl ConnInfo {
     pub(crate) fn new(peer: SocketAddr, local: SocketAddr, h2c: bool) -> Self {
         ConnInfo {
             peer,
+            local,
             tls: false,
             sni: None,
             h2c,

@@ -1,41 +1,76 @@
 //! Building a proxy from a [`Config`] (plus an application's own probes, schedulers, discovery
-//! and certificates) and running it on the caller's tokio runtime.
+//! and certificates) and running it on the caller's tokio runtime or on its own worker threads.
+//!
+//! Lifecycle: [`Phase::Running`] (accepting) → [`Phase::Draining`] (listeners closed or handed
+//! to a new process; idle keep-alive connections closed, requests in flight finish and their
+//! responses say `Connection: close`, HTTP/2 connections get GOAWAY) → [`Phase::Stopped`]
+//! (background tasks end, worker runtimes exit, connections still open are dropped).
 
-use std::collections::HashMap;
+mod build;
+mod handle;
+mod reload;
+
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
-use std::str::FromStr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustls::pki_types::ServerName;
-use slb_core::backend::{BackendState, SetOptions};
+use parking_lot::Mutex;
 use slb_core::flow::HashKey;
-use slb_core::health::{HealthConfig, HealthProbe, HealthStatus, OutlierConfig};
-use slb_core::sched::{SchedulerConfig, SchedulerKind};
+use slb_core::health::HealthProbe;
 use slb_core::time::Clock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigError, HeaderRulesConfig, PoolConfig};
-use crate::health::{Discovery, HttpProbe, TcpProbe};
-use crate::http::headers::{ForwardedFor, HeaderRules};
-use crate::http::request::RequestLimits;
-use crate::listener::{ListenerPlan, accept_loop, bind, bind_std};
-use crate::pool::{
-    ActiveHealth, BackendSpec, HashSource, Pool, PoolSettings, RetryPolicy, SchedulerFactory,
-};
-use crate::proxy::{Active, Settings};
-use crate::route::{Route, Router, Vhost};
+pub(crate) use build::BuildContext;
+pub use handle::{ListenerStats, ProxyHandle, RunningProxy, Workers};
+pub use reload::ReloadSummary;
+
+use crate::config::{Config, ConfigError};
+use crate::health::Discovery;
+use crate::listener::{ListenerPlan, accept_loop, bind_std};
+use crate::pool::{Pool, SchedulerFactory};
+use crate::proxy::Active;
+use crate::proxy_protocol::Networks;
+use crate::sticky::StickyKey;
 use crate::tls::ServerCert;
-use crate::upstream::{Connector, KeepAlive, client_tls};
+use crate::upgrade::{Inherited, ListeningSockets};
+
+/// Where a running proxy is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Phase {
+    /// Accepting connections.
+    Running,
+    /// Not accepting; connections finish what they are doing.
+    Draining,
+    /// Everything ends.
+    Stopped,
+}
+
+/// The configuration in force and where it came from.
+pub(crate) struct Current {
+    pub(crate) config: Config,
+    pub(crate) path: Option<PathBuf>,
+}
 
 /// State shared by every connection of a proxy.
 pub(crate) struct Shared {
     pub(crate) active: ArcSwap<Active>,
     pub(crate) pools: Arc<ArcSwap<Vec<Arc<Pool>>>>,
+    pub(crate) ctx: BuildContext,
+    /// Held for the whole of a reload (one at a time).
+    pub(crate) current: Mutex<Current>,
+    /// Runtime and phase receiver for tasks started after `start` (pools added by a reload).
+    pub(crate) background: Mutex<Option<(tokio::runtime::Handle, watch::Receiver<Phase>)>>,
+    pub(crate) phase: watch::Sender<Phase>,
+    /// Client connections open.
+    pub(crate) connections: AtomicUsize,
+    pub(crate) listener_stats: Vec<Arc<ListenerStats>>,
 }
 
 /// Extension points for [`Proxy::builder`]: an application's own health probe, scheduler,
@@ -104,6 +139,9 @@ pub struct ProxyBuilder {
     discovery: Vec<(String, Arc<dyn Discovery>, Duration)>,
     certificates: HashMap<String, Vec<ServerCert>>,
     hash_key: Option<HashKey>,
+    sticky_key: Option<StickyKey>,
+    config_path: Option<PathBuf>,
+    inherited: Option<Inherited>,
 }
 
 impl ProxyBuilder {
@@ -148,38 +186,72 @@ impl ProxyBuilder {
         self
     }
 
+    /// Signs sticky cookies with `key` (default: derived from `server.secret`, else the key
+    /// inherited in an upgrade, else random).
+    pub fn sticky_key(mut self, key: StickyKey) -> Self {
+        self.sticky_key = Some(key);
+        self
+    }
+
+    /// Remembers the file the configuration came from, for
+    /// [`ProxyHandle::reload_from_file`] (SIGHUP, the admin API's `POST /reload`).
+    pub fn config_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_path = Some(path.into());
+        self
+    }
+
+    /// Serves on listening sockets handed over by a running proxy
+    /// ([`upgrade::take_over`](crate::upgrade::take_over)) instead of binding new ones, and
+    /// keeps its sticky-cookie key.
+    pub fn inherit(mut self, inherited: Inherited) -> Self {
+        self.inherited = Some(inherited);
+        self
+    }
+
     /// Validates and builds the proxy (no socket is opened yet).
     pub fn build(self) -> Result<Proxy, ConfigError> {
         let mut cfg = self.config;
         // A listener whose certificates all come from the builder is still a TLS listener.
-        for l in &mut cfg.listeners {
-            if self.certificates.contains_key(&l.name) && l.tls.is_none() {
-                l.tls = Some(Default::default());
+        let builder_tls: HashSet<String> = self.certificates.keys().cloned().collect();
+        mark_builder_tls(&mut cfg, &builder_tls);
+        validate_with_builder_tls(&cfg, &builder_tls)?;
+        let key = match (&self.sticky_key, &cfg.server.secret, &self.inherited) {
+            (Some(k), _, _) => k.clone(),
+            (None, Some(secret), _) => StickyKey::derive(secret.as_bytes()),
+            (None, None, Some(inh)) => inh.key().clone(),
+            (None, None, None) => {
+                let mut b = [0u8; 32];
+                getrandom::fill(&mut b).map_err(|e| {
+                    ConfigError::one(
+                        "server.secret",
+                        format!("no random key available ({e}); set a secret"),
+                    )
+                })?;
+                StickyKey::from_bytes(b)
             }
-        }
-        let mut check = cfg.clone();
-        for l in &mut check.listeners {
-            if self.certificates.contains_key(&l.name) {
-                if let Some(t) = &mut l.tls {
-                    t.certificates.push(Default::default());
-                }
-            }
-        }
-        check.validate()?;
-        let clock = Clock::with_origin(std::time::Instant::now());
-        let hash_key = self.hash_key.unwrap_or_default();
+        };
         // One idle-connection shard per possible worker runtime (see `start_workers`).
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let shards = cfg.server.workers.max(cpus);
+        let ctx = BuildContext {
+            probes: self.probes,
+            schedulers: self.schedulers,
+            hash_key: self.hash_key.unwrap_or_default(),
+            clock: Clock::with_origin(std::time::Instant::now()),
+            shards: cfg.server.workers.max(cpus),
+            key,
+            builder_tls,
+            discovered: self.discovery.iter().map(|(p, _, _)| p.clone()).collect(),
+        };
         let mut pools = HashMap::new();
         for (name, pc) in &cfg.pools {
-            let pool =
-                build_pool(name, pc, &self.probes, &self.schedulers, hash_key, clock, shards)?;
+            let pool = build::build_pool(name, pc, &ctx, None, None)?;
+            pool.set_backends(build::backend_specs(pc));
             pools.insert(name.clone(), pool);
         }
-        let router = build_router(&cfg, &pools);
-        let settings = settings_of(&cfg);
+        let router = build::build_router(&cfg, &pools);
+        let settings = build::settings_of(&cfg);
         let mut listeners = Vec::new();
+        let mut listener_stats = Vec::new();
         for (i, l) in cfg.listeners.iter().enumerate() {
             let addr: SocketAddr = l.address.parse().map_err(|_| {
                 ConfigError::one(&format!("listeners[{i}].address"), "invalid address".into())
@@ -204,21 +276,35 @@ impl ProxyBuilder {
                     Some(tokio_rustls::TlsAcceptor::from(sc))
                 }
             };
+            let proxy_protocol =
+                if l.proxy_protocol {
+                    Some(Networks::parse(&l.trusted_proxies).map_err(|e| {
+                        ConfigError::one(&format!("listeners[{i}].trusted_proxies"), e)
+                    })?)
+                } else {
+                    None
+                };
+            let stats = Arc::new(ListenerStats::new(&l.name));
+            listener_stats.push(stats.clone());
             listeners.push(ListenerPlan {
                 name: l.name.clone(),
                 addr,
                 tls,
                 http2: l.http2,
                 max_connections: l.max_connections,
+                proxy_protocol,
+                stats,
             });
         }
-        let status = match &cfg.status.address {
-            Some(a) => Some(
-                a.parse()
-                    .map_err(|_| ConfigError::one("status.address", "invalid address".into()))?,
-            ),
-            None => None,
+        let parse_addr = |field: &str,
+                          a: &Option<String>|
+         -> Result<Option<SocketAddr>, ConfigError> {
+            a.as_ref()
+                .map(|a| a.parse().map_err(|_| ConfigError::one(field, "invalid address".into())))
+                .transpose()
         };
+        let status = parse_addr("status.address", &cfg.status.address)?;
+        let admin = parse_addr("admin.address", &cfg.admin.address)?;
         for (p, _, _) in &self.discovery {
             if !pools.contains_key(p) {
                 return Err(ConfigError::one("discovery", format!("no pool named {p:?}")));
@@ -226,215 +312,50 @@ impl ProxyBuilder {
         }
         let pool_list: Vec<Arc<Pool>> =
             cfg.pools.keys().filter_map(|n| pools.get(n).cloned()).collect();
+        let (phase, _) = watch::channel(Phase::Running);
         Ok(Proxy {
             shared: Arc::new(Shared {
                 active: ArcSwap::from_pointee(Active { router, settings }),
                 pools: Arc::new(ArcSwap::from_pointee(pool_list)),
+                ctx,
+                current: Mutex::new(Current { config: cfg, path: self.config_path }),
+                background: Mutex::new(None),
+                phase,
+                connections: AtomicUsize::new(0),
+                listener_stats,
             }),
             listeners,
             status,
+            admin,
             discovery: self.discovery,
+            inherited: self.inherited.map(Inherited::into_sockets).unwrap_or_default(),
         })
     }
 }
 
-fn rules(c: &HeaderRulesConfig) -> HeaderRules {
-    HeaderRules {
-        remove: c
-            .remove
-            .iter()
-            .map(|n| n.to_ascii_lowercase().into_bytes().into_boxed_slice())
-            .collect(),
-        add: c.add.iter().map(|(n, v)| (n.as_str().into(), v.as_str().into())).collect(),
+/// Builder certificates turn a listener into a TLS listener.
+pub(crate) fn mark_builder_tls(cfg: &mut Config, builder_tls: &HashSet<String>) {
+    for l in &mut cfg.listeners {
+        if builder_tls.contains(&l.name) && l.tls.is_none() {
+            l.tls = Some(Default::default());
+        }
     }
 }
 
-fn settings_of(cfg: &Config) -> Settings {
-    Settings {
-        limits: RequestLimits {
-            max_head: cfg.limits.max_header_bytes.0 as usize,
-            max_headers: cfg.limits.max_headers,
-            max_uri: cfg.limits.max_uri_bytes.0 as usize,
-            max_body: cfg.limits.max_body_bytes.0,
-        },
-        header_timeout: cfg.timeouts.client_header.0,
-        body_timeout: cfg.timeouts.client_body.0,
-        keepalive_timeout: cfg.timeouts.keepalive.0,
-        send_timeout: cfg.timeouts.send.0,
-        forwarded_for: if cfg.forwarded.x_forwarded_for == "replace" {
-            ForwardedFor::Replace
-        } else {
-            ForwardedFor::Append
-        },
-    }
-}
-
-fn build_router(cfg: &Config, pools: &HashMap<String, Arc<Pool>>) -> Router {
-    let route = |pool: &str, req: HeaderRules, resp: HeaderRules| {
-        pools
-            .get(pool)
-            .map(|p| Arc::new(Route { pool: p.clone(), request_rules: req, response_rules: resp }))
-    };
-    let mut r = Router::default();
-    for (v, vc) in cfg.vhosts.iter().enumerate() {
-        let vreq = rules(&vc.request_headers);
-        let vresp = rules(&vc.response_headers);
-        let mut vh = Vhost::default();
-        for l in &vc.locations {
-            let Some(rt) = route(
-                &l.pool,
-                vreq.merged(&rules(&l.request_headers)),
-                vresp.merged(&rules(&l.response_headers)),
-            ) else {
-                continue;
-            };
-            if let Some(e) = &l.exact {
-                vh.exact.insert(e.as_bytes().to_vec(), rt);
-            } else if let Some(p) = &l.prefix {
-                vh.prefix.push((p.as_bytes().to_vec(), rt));
-            } else if let Some(re) = &l.regex {
-                if let Ok(re) = regex::bytes::Regex::new(re) {
-                    vh.regex.push((re, rt));
-                }
+/// Validates `cfg`, counting builder certificates as certificates.
+pub(crate) fn validate_with_builder_tls(
+    cfg: &Config,
+    builder_tls: &HashSet<String>,
+) -> Result<(), ConfigError> {
+    let mut check = cfg.clone();
+    for l in &mut check.listeners {
+        if builder_tls.contains(&l.name) {
+            if let Some(t) = &mut l.tls {
+                t.certificates.push(Default::default());
             }
         }
-        vh.prefix.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-        vh.fallback = vc.pool.as_deref().and_then(|p| route(p, vreq.clone(), vresp.clone()));
-        for h in &vc.hosts {
-            let h = h.to_ascii_lowercase();
-            if h == "*" {
-                r.default_vhost.get_or_insert(v);
-            } else if let Some(suffix) = h.strip_prefix('*') {
-                r.wildcard_hosts.push((suffix.as_bytes().to_vec(), v));
-            } else {
-                r.exact_hosts.entry(h.into_bytes()).or_insert(v);
-            }
-        }
-        r.vhosts.push(vh);
     }
-    r.wildcard_hosts.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-    r.default_route = cfg
-        .default_pool
-        .as_deref()
-        .and_then(|p| route(p, HeaderRules::default(), HeaderRules::default()));
-    r
-}
-
-fn backend_specs(pc: &PoolConfig) -> Vec<BackendSpec> {
-    pc.backends
-        .iter()
-        .filter_map(|b| {
-            let t = b.table();
-            let addr = t.address.parse().ok()?;
-            let state = match t.state.as_str() {
-                "draining" => BackendState::Draining,
-                "disabled" => BackendState::Disabled,
-                _ => BackendState::Up,
-            };
-            Some(BackendSpec { addr, weight: t.weight, state })
-        })
-        .collect()
-}
-
-fn build_pool(
-    name: &str,
-    pc: &PoolConfig,
-    probes: &HashMap<String, Arc<dyn HealthProbe>>,
-    schedulers: &HashMap<String, Arc<dyn SchedulerFactory>>,
-    hash_key: HashKey,
-    clock: Clock,
-    shards: usize,
-) -> Result<Arc<Pool>, ConfigError> {
-    let f = format!("pools.{name}");
-    let kind = SchedulerKind::from_str(&pc.scheduler)
-        .map_err(|e| ConfigError::one(&format!("{f}.scheduler"), e.to_string()))?;
-    let (scheduler, needs_hash): (Arc<dyn SchedulerFactory>, bool) = match schedulers.get(name) {
-        Some(s) => (s.clone(), true),
-        None => (Arc::new(SchedulerConfig { kind, seed: pc.seed, hash_key }), kind.needs_key()),
-    };
-    let tls = if pc.tls.enabled {
-        let cfg = client_tls(pc.tls.ca_file.as_deref(), pc.tls.verify)
-            .map_err(|e| ConfigError::one(&format!("{f}.tls"), e))?;
-        let name =
-            match &pc.tls.server_name {
-                Some(n) => Some(ServerName::try_from(n.clone()).map_err(|e| {
-                    ConfigError::one(&format!("{f}.tls.server_name"), e.to_string())
-                })?),
-                None => None,
-            };
-        Some((tokio_rustls::TlsConnector::from(cfg), name))
-    } else {
-        None
-    };
-    let connector = Connector { connect_timeout: pc.timeouts.connect.0, tls };
-    let h = &pc.health;
-    let health_config = HealthConfig {
-        interval: h.interval.0,
-        fast_interval: h.fast_interval.0,
-        down_interval: h.down_interval.0,
-        timeout: h.timeout.0,
-        rise: h.rise,
-        fall: h.fall,
-        initial: if h.start == "up" { HealthStatus::Up } else { HealthStatus::Down },
-        jitter: h.jitter,
-    };
-    let active = match (probes.get(name), h.kind.as_str()) {
-        (Some(p), _) => {
-            Some(ActiveHealth { config: health_config, probe: p.clone(), kind: "custom" })
-        }
-        (None, "tcp") => Some(ActiveHealth {
-            config: health_config,
-            probe: Arc::new(TcpProbe { timeout: h.timeout.0 }),
-            kind: "tcp",
-        }),
-        (None, "http") => {
-            let probe = HttpProbe {
-                timeout: h.timeout.0,
-                method: h.method.clone(),
-                path: h.path.clone(),
-                host: h.host.clone(),
-                expect_status: h
-                    .expect_status
-                    .iter()
-                    .filter_map(|s| crate::config::parse_status(s))
-                    .collect(),
-                expect_body: h.expect_body.clone(),
-                connector: Some(Connector { connect_timeout: h.timeout.0, ..connector.clone() }),
-            };
-            Some(ActiveHealth { config: health_config, probe: Arc::new(probe), kind: "http" })
-        }
-        _ => None,
-    };
-    let settings = PoolSettings {
-        scheduler,
-        needs_hash,
-        hash: HashSource::parse(&pc.hash).unwrap_or(HashSource::ClientIp),
-        hash_key,
-        set_options: SetOptions {
-            panic_threshold: (pc.panic_threshold > 0.0).then_some(pc.panic_threshold),
-            slow_start: (!pc.slow_start.0.is_zero()).then_some(pc.slow_start.0),
-        },
-        host: pc.host.clone(),
-        retry: RetryPolicy::from(&pc.retry),
-        passive: pc.passive.enabled.then_some(OutlierConfig {
-            consecutive_failures: pc.passive.consecutive_failures,
-            base_ejection: pc.passive.base_ejection.0,
-            max_ejection: pc.passive.max_ejection.0,
-            max_ejection_percent: pc.passive.max_ejection_percent,
-        }),
-        count_5xx: pc.passive.count_5xx,
-        connector,
-        keepalive: KeepAlive {
-            shards,
-            max_idle: pc.keepalive.max_idle_per_backend,
-            idle_timeout: pc.keepalive.idle_timeout.0,
-            max_requests: pc.keepalive.max_requests,
-        },
-        response_header_timeout: pc.timeouts.response_header.0,
-        read_timeout: pc.timeouts.read.0,
-        active,
-    };
-    Ok(Pool::new(name.to_owned(), settings, backend_specs(pc), clock))
+    check.validate()
 }
 
 /// A proxy built from a configuration, not yet listening.
@@ -454,7 +375,10 @@ pub struct Proxy {
     shared: Arc<Shared>,
     listeners: Vec<ListenerPlan>,
     status: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
     discovery: Vec<(String, Arc<dyn Discovery>, Duration)>,
+    /// Sockets handed over by a previous process, by role.
+    inherited: HashMap<String, Vec<std::net::TcpListener>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -463,10 +387,22 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
+/// The socket role of a listener, as named in an upgrade handover.
+fn listener_role(name: &str) -> String {
+    format!("listener:{name}")
+}
+
 impl Proxy {
     /// Validates `config` and builds the proxy.
     pub fn from_config(config: Config) -> Result<Proxy, ConfigError> {
         ProxyBuilder::new(config).build()
+    }
+
+    /// Reads, validates and builds the configuration in `path` (remembered for reloads).
+    pub fn from_file(path: impl Into<PathBuf>) -> Result<Proxy, ConfigError> {
+        let path = path.into();
+        let cfg = Config::from_file(&path)?;
+        ProxyBuilder::new(cfg).config_path(path).build()
     }
 
     /// A builder, for plugging in probes, schedulers, discovery and certificates.
@@ -479,63 +415,126 @@ impl Proxy {
         ProxyHandle { shared: self.shared.clone() }
     }
 
+    /// The sockets of `role`: inherited ones, or `n` new ones bound to `addr`.
+    fn sockets(
+        &mut self,
+        role: &str,
+        addr: SocketAddr,
+        n: usize,
+    ) -> io::Result<Vec<std::net::TcpListener>> {
+        if let Some(socks) = self.inherited.remove(role) {
+            if let Some(first) = socks.first() {
+                let got = first.local_addr()?;
+                if addr.port() == 0 && addr.ip() == got.ip() || addr == got {
+                    return Ok(socks);
+                }
+                tracing::warn!(role, inherited = %got, configured = %addr, "not reusing an inherited socket for a different address");
+            }
+        }
+        let first = bind_std(addr, n > 1)?;
+        let actual = first.local_addr()?;
+        let mut socks = vec![first];
+        for _ in 1..n {
+            socks.push(bind_std(actual, true)?);
+        }
+        Ok(socks)
+    }
+
     /// Binds every listener and starts serving on the current tokio runtime (any flavour); the
     /// upstream keep-alive pool is shared by all of its threads.
-    pub async fn start(self) -> io::Result<RunningProxy> {
-        let (tx, rx) = watch::channel(false);
+    pub async fn start(mut self) -> io::Result<RunningProxy> {
+        let rx = self.shared.phase.subscribe();
         let mut tasks = Vec::new();
         let mut addrs = Vec::new();
-        for plan in self.listeners {
-            let l = bind(plan.addr).map_err(|e| listen_error(&plan, e))?;
-            addrs.push((plan.name.clone(), l.local_addr()?));
-            tasks.push(tokio::spawn(accept_loop(
-                l,
-                Arc::new(plan),
-                self.shared.clone(),
-                rx.clone(),
-            )));
+        let mut exported = ListeningSockets::default();
+        for plan in std::mem::take(&mut self.listeners) {
+            let role = listener_role(&plan.name);
+            let socks = self.sockets(&role, plan.addr, 1).map_err(|e| listen_error(&plan, e))?;
+            let plan = Arc::new(plan);
+            addrs.push((plan.name.clone(), socks[0].local_addr()?));
+            for s in socks {
+                exported.push(&role, &s)?;
+                let l = TcpListener::from_std(s)?;
+                tasks.push(tokio::spawn(accept_loop(
+                    l,
+                    plan.clone(),
+                    self.shared.clone(),
+                    rx.clone(),
+                )));
+            }
         }
-        let status = match self.status {
-            Some(a) => Some(bind(a)?),
-            None => None,
-        };
+        let (status, admin) = self.side_listeners(&mut exported)?;
         let status_addr = status.as_ref().map(|l| l.local_addr()).transpose()?;
+        let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
+        let status = status.map(TcpListener::from_std).transpose()?;
+        let admin = admin.map(TcpListener::from_std).transpose()?;
         let handle = ProxyHandle { shared: self.shared.clone() };
-        tasks.extend(spawn_background(&handle, self.discovery, status, &rx));
-        Ok(RunningProxy { handle, addrs, status_addr, shutdown: tx, tasks })
+        *self.shared.background.lock() = Some((tokio::runtime::Handle::current(), rx.clone()));
+        tasks.extend(spawn_background(&handle, self.discovery, status, admin, &rx));
+        Ok(RunningProxy::new(handle, addrs, status_addr, admin_addr, exported, tasks))
+    }
+
+    /// The status and admin sockets (inherited or new).
+    #[allow(clippy::type_complexity)] // a pair of optional sockets
+    fn side_listeners(
+        &mut self,
+        exported: &mut ListeningSockets,
+    ) -> io::Result<(Option<std::net::TcpListener>, Option<std::net::TcpListener>)> {
+        let (status_addr, admin_addr) = (self.status, self.admin);
+        let mut one = |role: &str, addr: Option<SocketAddr>| -> io::Result<_> {
+            let Some(a) = addr else { return Ok(None) };
+            let s = self.sockets(role, a, 1)?.swap_remove(0);
+            exported.push(role, &s)?;
+            Ok(Some(s))
+        };
+        let status = one("status", status_addr)?;
+        let admin = one("admin", admin_addr)?;
+        Ok((status, admin))
     }
 
     /// Starts `workers` threads, each with its own current-thread tokio runtime and its own
     /// SO_REUSEPORT socket per listener (the kernel spreads connections over them), like nginx
     /// worker processes. Routing, pools, health and counters are shared; each backend's idle
     /// keep-alive connections are kept per worker, so that a socket stays on the reactor that
-    /// registered it. Health checks, discovery and the status endpoint run on worker 0.
-    pub fn start_workers(self, workers: usize) -> io::Result<Workers> {
+    /// registered it. Health checks, discovery, the status endpoint and the admin API run on
+    /// worker 0. Inherited sockets are spread over the workers (a worker left without one
+    /// accepts on a duplicate of another's).
+    pub fn start_workers(mut self, workers: usize) -> io::Result<Workers> {
         let workers = workers.max(1);
-        let (tx, rx) = watch::channel(false);
+        let rx = self.shared.phase.subscribe();
         let mut per_worker: Vec<Vec<(Arc<ListenerPlan>, std::net::TcpListener)>> =
             (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
-        for plan in self.listeners {
+        let mut exported = ListeningSockets::default();
+        for plan in std::mem::take(&mut self.listeners) {
+            let role = listener_role(&plan.name);
+            let socks =
+                self.sockets(&role, plan.addr, workers).map_err(|e| listen_error(&plan, e))?;
             let plan = Arc::new(plan);
-            let first = bind_std(plan.addr, true).map_err(|e| listen_error(&plan, e))?;
-            let actual = first.local_addr()?;
-            addrs.push((plan.name.clone(), actual));
-            per_worker[0].push((plan.clone(), first));
-            for socks in per_worker.iter_mut().skip(1) {
-                socks.push((
-                    plan.clone(),
-                    bind_std(actual, true).map_err(|e| listen_error(&plan, e))?,
-                ));
+            addrs.push((plan.name.clone(), socks[0].local_addr()?));
+            let n = socks.len();
+            for s in &socks {
+                exported.push(&role, s)?;
+            }
+            for i in n..workers {
+                let dup = socks[i % n].try_clone()?;
+                per_worker[i].push((plan.clone(), dup));
+            }
+            for (j, s) in socks.into_iter().enumerate() {
+                per_worker[j % workers].push((plan.clone(), s));
             }
         }
-        let status = self.status.map(|a| bind_std(a, false)).transpose()?;
+        let (status, admin) = self.side_listeners(&mut exported)?;
         let status_addr = status.as_ref().map(|l| l.local_addr()).transpose()?;
+        let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
         let handle = ProxyHandle { shared: self.shared.clone() };
-        let mut background = Some((self.discovery, status));
+        let mut background = Some((std::mem::take(&mut self.discovery), status, admin));
         let mut threads = Vec::new();
         for (i, listeners) in per_worker.into_iter().enumerate() {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            if i == 0 {
+                *self.shared.background.lock() = Some((rt.handle().clone(), rx.clone()));
+            }
             let (shared, handle, mut rx) = (self.shared.clone(), handle.clone(), rx.clone());
             let background = if i == 0 { background.take() } else { None };
             let t = std::thread::Builder::new().name(format!("slb-l7-w{i}")).spawn(move || {
@@ -549,16 +548,17 @@ impl Proxy {
                             Err(e) => tracing::error!(worker = i, error = %e, "listener"),
                         }
                     }
-                    if let Some((discovery, status)) = background {
+                    if let Some((discovery, status, admin)) = background {
                         let status = status.and_then(|l| TcpListener::from_std(l).ok());
-                        drop(spawn_background(&handle, discovery, status, &rx));
+                        let admin = admin.and_then(|l| TcpListener::from_std(l).ok());
+                        drop(spawn_background(&handle, discovery, status, admin, &rx));
                     }
-                    let _ = rx.wait_for(|stop| *stop).await;
+                    let _ = rx.wait_for(|p| *p == Phase::Stopped).await;
                 });
             })?;
             threads.push(t);
         }
-        Ok(Workers { handle, addrs, status_addr, shutdown: tx, threads })
+        Ok(Workers::new(handle, addrs, status_addr, admin_addr, exported, threads))
     }
 }
 
@@ -566,142 +566,44 @@ fn listen_error(plan: &ListenerPlan, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("listener {} ({}): {e}", plan.name, plan.addr))
 }
 
-/// Health checks and maintenance of every pool, discovery, and the status endpoint.
+/// Health checks and maintenance of every pool, discovery, the status endpoint and the admin API.
 fn spawn_background(
     handle: &ProxyHandle,
     discovery: Vec<(String, Arc<dyn Discovery>, Duration)>,
     status: Option<TcpListener>,
-    rx: &watch::Receiver<bool>,
+    admin: Option<TcpListener>,
+    rx: &watch::Receiver<Phase>,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     for pool in handle.pools() {
-        tasks.push(tokio::spawn(crate::health::run_checks(pool.clone(), rx.clone())));
-        tasks.push(tokio::spawn(crate::health::run_maintenance(pool, rx.clone())));
+        tasks.extend(spawn_pool_tasks(pool, rx));
     }
     for (name, d, interval) in discovery {
-        if let Some(pool) = handle.pool(&name) {
-            tasks.push(tokio::spawn(crate::health::run_discovery(pool, d, interval, rx.clone())));
-        }
+        tasks.push(tokio::spawn(crate::health::run_discovery(
+            handle.clone(),
+            name,
+            d,
+            interval,
+            rx.clone(),
+        )));
     }
     if let Some(l) = status {
         tasks.push(tokio::spawn(crate::status::serve(l, handle.clone(), rx.clone())));
     }
+    if let Some(l) = admin {
+        tasks.push(tokio::spawn(crate::admin::serve(l, handle.clone(), rx.clone())));
+    }
     tasks
 }
 
-/// A proxy running on its own worker threads ([`Proxy::start_workers`]).
-#[derive(Debug)]
-pub struct Workers {
-    handle: ProxyHandle,
-    addrs: Vec<(String, SocketAddr)>,
-    status_addr: Option<SocketAddr>,
-    shutdown: watch::Sender<bool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Workers {
-    /// The bound address of the listener named `name`.
-    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
-    }
-
-    /// Bound addresses of all listeners, in configuration order.
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.addrs.iter().map(|(_, a)| *a).collect()
-    }
-
-    /// The status endpoint's bound address.
-    pub fn status_addr(&self) -> Option<SocketAddr> {
-        self.status_addr
-    }
-
-    /// A handle to the pools.
-    pub fn handle(&self) -> ProxyHandle {
-        self.handle.clone()
-    }
-
-    /// Stops every worker (their runtimes end, dropping open connections) and waits for them.
-    pub fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        for t in self.threads {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A proxy that is serving.
-#[derive(Debug)]
-pub struct RunningProxy {
-    handle: ProxyHandle,
-    addrs: Vec<(String, SocketAddr)>,
-    status_addr: Option<SocketAddr>,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl RunningProxy {
-    /// The bound address of the listener named `name`.
-    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
-    }
-
-    /// Bound addresses of all listeners, in configuration order.
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.addrs.iter().map(|(_, a)| *a).collect()
-    }
-
-    /// The status endpoint's bound address.
-    pub fn status_addr(&self) -> Option<SocketAddr> {
-        self.status_addr
-    }
-
-    /// A handle to the pools.
-    pub fn handle(&self) -> ProxyHandle {
-        self.handle.clone()
-    }
-
-    /// Stops accepting and stops background tasks (connections in progress finish on their own).
-    pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-    }
-}
-
-/// Access to a proxy's pools, for status and runtime changes.
-#[derive(Clone)]
-pub struct ProxyHandle {
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for ProxyHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProxyHandle").finish()
-    }
-}
-
-impl ProxyHandle {
-    /// The pool named `name`.
-    pub fn pool(&self, name: &str) -> Option<Arc<Pool>> {
-        self.shared.pools.load().iter().find(|p| p.name() == name).cloned()
-    }
-
-    /// All pools.
-    pub fn pools(&self) -> Vec<Arc<Pool>> {
-        self.shared.pools.load().to_vec()
-    }
-
-    /// The status page (JSON).
-    pub fn status_json(&self) -> String {
-        crate::status::status_json(&self.pools())
-    }
-
-    /// Prometheus metrics (text exposition format).
-    pub fn metrics_text(&self) -> String {
-        let reg = crate::metrics::registry(self.shared.pools.clone());
-        let mut s = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut s, &reg);
-        s
-    }
+/// A pool's health checks and maintenance (they end when the proxy stops or the pool is
+/// replaced by a reload).
+pub(crate) fn spawn_pool_tasks(
+    pool: Arc<Pool>,
+    rx: &watch::Receiver<Phase>,
+) -> Vec<JoinHandle<()>> {
+    vec![
+        tokio::spawn(crate::health::run_checks(pool.clone(), rx.clone())),
+        tokio::spawn(crate::health::run_maintenance(pool, rx.clone())),
+    ]
 }

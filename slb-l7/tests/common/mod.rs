@@ -45,6 +45,8 @@ pub enum Behavior {
     Status(u16),
     /// Wait this long, then 200.
     Delay(Duration),
+    /// 200 with this Set-Cookie field (an application setting its own session cookie).
+    SetCookie(String),
 }
 
 /// A hyper HTTP/1.1 backend that records what it receives.
@@ -111,6 +113,7 @@ impl Backend {
                                     body: body.to_vec(),
                                 });
                                 let b = behavior.lock().clone();
+                                let mut set_cookie = None;
                                 let status = match b {
                                     Behavior::Ok => 200,
                                     Behavior::Status(s) => s,
@@ -118,8 +121,16 @@ impl Backend {
                                         tokio::time::sleep(d).await;
                                         200
                                     }
+                                    Behavior::SetCookie(c) => {
+                                        set_cookie = Some(c);
+                                        200
+                                    }
                                 };
-                                let resp = hyper::Response::builder()
+                                let mut resp = hyper::Response::builder();
+                                if let Some(c) = set_cookie {
+                                    resp = resp.header("Set-Cookie", c);
+                                }
+                                let resp = resp
                                     .status(status)
                                     .header("X-Backend", name.as_str())
                                     .header("Connection", "X-Hop")
@@ -205,7 +216,7 @@ impl RawClient {
         self.io.flush().await.unwrap();
     }
 
-    async fn fill(&mut self) -> bool {
+    pub async fn fill(&mut self) -> bool {
         let mut tmp = [0u8; 16384];
         match tokio::time::timeout(Duration::from_secs(10), self.io.read(&mut tmp)).await {
             Ok(Ok(n)) if n > 0 => {
@@ -355,4 +366,193 @@ pub fn tls_client(roots: &[&TestCert], alpn: &[&[u8]]) -> tokio_rustls::TlsConne
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+/// Outcomes of a [`Load`] run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// 200 responses.
+    pub ok: u64,
+    /// Other statuses, broken responses, connections closed after a request was sent on a
+    /// fresh connection.
+    pub failed: u64,
+    /// Connections refused or not established.
+    pub refused: u64,
+    /// Requests repeated because a reused keep-alive connection closed before any byte of the
+    /// response (RFC 9112 section 9.3.1 allows a client to retry then); they then succeeded or
+    /// counted as failed.
+    pub retried_idle: u64,
+    /// The first few failures, for the assertion message.
+    pub samples: Vec<String>,
+}
+
+/// A steady test load: `clients` tasks, each sending GET requests every `interval` (fresh
+/// connections for even clients, keep-alive for odd ones), until stopped, `max_each` requests,
+/// or `limit` time.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<LoadReport>>,
+}
+
+impl Load {
+    pub fn start(
+        addr: SocketAddr,
+        clients: usize,
+        interval: Duration,
+        max_each: usize,
+        limit: Duration,
+    ) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let deadline = tokio::time::Instant::now() + limit;
+        let tasks = (0..clients)
+            .map(|i| {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut rep = LoadReport::default();
+                    let mut conn: Option<RawClient> = None;
+                    let mut tick = tokio::time::interval(interval);
+                    for n in 0..max_each {
+                        tick.tick().await;
+                        if stop.load(Ordering::Relaxed) || tokio::time::Instant::now() > deadline {
+                            break;
+                        }
+                        let keep = i % 2 == 1;
+                        let path = format!("/load/{i}/{n}");
+                        one_request(addr, keep, &path, &mut conn, &mut rep).await;
+                    }
+                    rep
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    /// Stops the clients and sums their reports.
+    pub async fn finish(self) -> LoadReport {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = LoadReport::default();
+        for t in self.tasks {
+            let r = t.await.unwrap();
+            total.ok += r.ok;
+            total.failed += r.failed;
+            total.refused += r.refused;
+            total.retried_idle += r.retried_idle;
+            total.samples.extend(r.samples.into_iter().take(5));
+        }
+        total
+    }
+}
+
+async fn one_request(
+    addr: SocketAddr,
+    keep: bool,
+    path: &str,
+    conn: &mut Option<RawClient>,
+    rep: &mut LoadReport,
+) {
+    let raw = if keep {
+        format!("GET {path} HTTP/1.1\r\nHost: load\r\n\r\n")
+    } else {
+        format!("GET {path} HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n")
+    };
+    for attempt in 0..2 {
+        let reused = conn.is_some();
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => {
+                match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
+                    Ok(Ok(s)) => RawClient::over(s),
+                    other => {
+                        rep.refused += 1;
+                        rep.samples.push(format!("{path}: connect: {other:?}"));
+                        return;
+                    }
+                }
+            }
+        };
+        let sent = c.io.write_all(raw.as_bytes()).await.is_ok();
+        let resp = if sent { c.try_response().await } else { Err(true) };
+        match resp {
+            Ok(r) if r.status == 200 => {
+                rep.ok += 1;
+                if keep && r.header("connection") != Some("close") {
+                    *conn = Some(c);
+                }
+                return;
+            }
+            Ok(r) => {
+                rep.failed += 1;
+                rep.samples.push(format!("{path}: status {} {}", r.status, r.text()));
+                return;
+            }
+            Err(nothing_received) => {
+                if reused && nothing_received && attempt == 0 {
+                    rep.retried_idle += 1;
+                    continue;
+                }
+                rep.failed += 1;
+                rep.samples.push(format!("{path}: connection closed (reused: {reused})"));
+                return;
+            }
+        }
+    }
+}
+
+impl RawClient {
+    /// One response; `Err(true)` when the connection closed before any byte of it arrived,
+    /// `Err(false)` when it broke midway.
+    pub async fn try_response(&mut self) -> Result<Resp, bool> {
+        let mut spans = Vec::new();
+        let head = loop {
+            match parse_response(&self.buf, false, 1 << 16, &mut spans) {
+                Ok(Some(h)) => break h,
+                Ok(None) => {}
+                Err(_) => return Err(false),
+            }
+            let empty = self.buf.is_empty();
+            if !self.fill().await {
+                return Err(empty);
+            }
+        };
+        let headers: Vec<(String, String)> = spans
+            .iter()
+            .map(|s| {
+                (
+                    String::from_utf8_lossy(s.name(&self.buf)).into_owned(),
+                    String::from_utf8_lossy(s.value(&self.buf)).into_owned(),
+                )
+            })
+            .collect();
+        self.buf.drain(..head.head_len);
+        let n = match head.framing {
+            Framing::Length(n) => n as usize,
+            Framing::None => 0,
+            _ => return Err(false),
+        };
+        while self.buf.len() < n {
+            if !self.fill().await {
+                return Err(false);
+            }
+        }
+        let body = self.buf.drain(..n).collect();
+        Ok(Resp { status: head.status, headers, body })
+    }
+}
+
+/// Waits (polling, `limit` at most) until the async condition `f` holds.
+pub async fn eventually_async<F, Fut>(what: &str, limit: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A GET on a fresh connection with extra header lines (each ending in CRLF).
+pub async fn get_with(addr: SocketAddr, path: &str, extra: &str) -> Resp {
+    request(addr, &format!("GET {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n")).await
 }

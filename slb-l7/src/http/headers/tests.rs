@@ -18,6 +18,7 @@ fn fwd(rules: &HeaderRules) -> ForwardInfo<'_> {
         host_override: None,
         default_host: "10.0.0.1:80",
         rules,
+        cookie_edit: None,
     }
 }
 
