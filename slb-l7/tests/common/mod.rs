@@ -47,6 +47,8 @@ pub enum Behavior {
     Delay(Duration),
     /// 200 with this Set-Cookie field (an application setting its own session cookie).
     SetCookie(String),
+    /// 200 once a permit of this semaphore is available (each request takes one for good).
+    Hold(Arc<tokio::sync::Semaphore>),
 }
 
 /// A hyper HTTP/1.1 backend that records what it receives.
@@ -123,6 +125,12 @@ impl Backend {
                                     }
                                     Behavior::SetCookie(c) => {
                                         set_cookie = Some(c);
+                                        200
+                                    }
+                                    Behavior::Hold(gate) => {
+                                        if let Ok(p) = gate.acquire().await {
+                                            p.forget();
+                                        }
                                         200
                                     }
                                 };
@@ -555,4 +563,42 @@ where
 /// A GET on a fresh connection with extra header lines (each ending in CRLF).
 pub async fn get_with(addr: SocketAddr, path: &str, extra: &str) -> Resp {
     request(addr, &format!("GET {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n")).await
+}
+
+/// One admin API call on a fresh connection: `method path` with `body`.
+pub async fn admin(addr: SocketAddr, method: &str, path: &str, body: &str) -> Resp {
+    request(
+        addr,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await
+}
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "slb-l7-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
