@@ -108,7 +108,11 @@ pub fn run(opts: Options, on_ready: impl FnOnce(&Workers)) -> Result<Ended, RunE
                     let h = handle.clone();
                     match tokio::task::spawn_blocking(move || h.reload_from_file()).await {
                         Ok(Ok(s)) => tracing::info!(?s, "reloaded on SIGHUP"),
-                        Ok(Err(e)) => tracing::error!("reload refused, the running configuration stays: {e}"),
+                        Ok(Err(e)) => {
+                            // One log line: the error's lines joined.
+                            let why = e.to_string().replace('\n', "; ");
+                            tracing::error!("reload refused, the running configuration stays: {why}");
+                        }
                         Err(e) => tracing::error!("reload failed: {e}"),
                     }
                 }

@@ -261,8 +261,11 @@ impl Workers {
 
     /// Graceful shutdown: stops accepting, lets requests in flight finish for up to `timeout`,
     /// then stops every worker. Returns the connections that were still open.
-    pub fn shutdown_graceful(self, timeout: Duration) -> usize {
+    pub fn shutdown_graceful(mut self, timeout: Duration) -> usize {
         self.handle.stop_accepting();
+        // Our duplicates of the listening sockets close now: unless a new process took them
+        // over, new connections are refused instead of queueing where nobody accepts.
+        self.sockets = ListeningSockets::default();
         let left = self.handle.wait_drained_blocking(timeout);
         self.shutdown();
         left
@@ -339,8 +342,10 @@ impl RunningProxy {
 
     /// Graceful shutdown: stops accepting, lets requests in flight finish for up to `timeout`,
     /// then stops. Returns the connections that were still open.
-    pub async fn shutdown_graceful(self, timeout: Duration) -> usize {
+    pub async fn shutdown_graceful(mut self, timeout: Duration) -> usize {
         self.handle.stop_accepting();
+        // As in `Workers::shutdown_graceful`: refuse rather than queue.
+        self.sockets = ListeningSockets::default();
         let left = self.handle.wait_drained(timeout).await;
         self.shutdown().await;
         left
