@@ -23,3 +23,13 @@ fn request_head_corpus() {
 fn config_corpus() {
     assert!(replay("l7_config", slb_l7::fuzzing::config_case) >= 3);
 }
+
+#[test]
+fn proxy_protocol_corpus() {
+    assert!(replay("l7_proxy_protocol", slb_l7::fuzzing::proxy_protocol_case) >= 5);
+}
+
+#[test]
+fn sticky_cookie_corpus() {
+    assert!(replay("l7_sticky_cookie", slb_l7::fuzzing::sticky_cookie_case) >= 5);
+}
