@@ -85,11 +85,16 @@ fn parse_v1(buf: &[u8]) -> Result<Option<ProxyHeader>, ProxyError> {
         if window.len() >= V1_MAX {
             return Err(ProxyError::BadV1("no CRLF within 107 bytes"));
         }
-        if window.iter().any(|&b| b == b'\n' || b == 0) {
-            return Err(ProxyError::BadV1("stray line feed or NUL"));
-        }
-        return Ok(None);
+        return match v1_line_error(window) {
+            Some(e) => Err(e),
+            None => Ok(None),
+        };
     };
+    // The same checks as on an incomplete line, so that a header is accepted only if every
+    // prefix of it was "incomplete" (found by the l7_proxy_protocol fuzz target).
+    if let Some(e) = v1_line_error(&buf[..end]) {
+        return Err(e);
+    }
     let line = std::str::from_utf8(&buf[6..end]).map_err(|_| ProxyError::BadV1("not ASCII"))?;
     let len = end + 2;
     let mut parts = line.split(' ');
@@ -126,6 +131,17 @@ fn parse_v1(buf: &[u8]) -> Result<Option<ProxyHeader>, ProxyError> {
     let src = SocketAddr::new(ip(s)?, port(sp)?);
     let dst = SocketAddr::new(ip(d)?, port(dp)?);
     Ok(Some(ProxyHeader { version: 1, addrs: ProxyAddrs::Proxied { src, dst }, len }))
+}
+
+/// What is wrong with the bytes of a v1 line before its CRLF, if anything.
+fn v1_line_error(line: &[u8]) -> Option<ProxyError> {
+    if line.iter().any(|&b| b == b'\n' || b == 0) {
+        return Some(ProxyError::BadV1("stray line feed or NUL"));
+    }
+    if !line.is_ascii() {
+        return Some(ProxyError::BadV1("not ASCII"));
+    }
+    None
 }
 
 fn parse_v2(buf: &[u8]) -> Result<Option<ProxyHeader>, ProxyError> {
