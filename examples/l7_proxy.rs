@@ -9,10 +9,18 @@
 //!
 //! With no arguments it starts three demo backends on loopback (each answers `ok` with an
 //! `X-Backend` header naming itself), health-checks them over HTTP and balances round robin;
-//! `/status` and `/metrics` are on 127.0.0.1:9901. With LISTEN and BACKENDS set it follows the
-//! candidate contract of `shared/bench/l7-compare.sh`: round robin over plain HTTP/1.1 upstreams
-//! with keep-alive, WORKERS worker threads, TLS with ALPN h2 and http/1.1 when TLS_CERT/TLS_KEY
-//! are set, foreground, exit on SIGTERM.
+//! `/status` and `/metrics` are on 127.0.0.1:9901, the admin API on 127.0.0.1:9902. With LISTEN
+//! and BACKENDS set it follows the candidate contract of `shared/bench/l7-compare.sh`: round robin
+//! over plain HTTP/1.1 upstreams with keep-alive, WORKERS worker threads, TLS with ALPN h2 and
+//! http/1.1 when TLS_CERT/TLS_KEY are set, foreground, exit on SIGTERM.
+//!
+//! Operations (`slb_l7::process::run`): SIGHUP re-reads `--config` (a bad file is logged and the
+//! running configuration stays); SIGTERM or SIGINT drains for `server.drain_timeout` and exits;
+//! `--admin 127.0.0.1:9902` (or `[admin] address`) serves the admin API (list, add, remove,
+//! drain, re-weight, enable/disable backends; `POST /reload`). Zero-downtime upgrade: run the
+//! proxy with `--upgrade-socket PATH` (or `server.upgrade_socket`), then start the new binary
+//! with the same options plus `--upgrade`: it receives the listening sockets over PATH, serves,
+//! and the old process stops accepting, drains and exits.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -22,18 +30,33 @@ use bytes::Bytes;
 use clap::Parser;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use slb::l7::Proxy;
-use slb::l7::config::{BackendConfig, CertConfig, Config, ListenerConfig, ListenerTls, PoolConfig};
+use slb::l7::config::{
+    BackendConfig, CertConfig, Config, ConfigOverrides, ListenerConfig, ListenerTls, PoolConfig,
+};
+use slb::l7::process::{Ended, Options, run};
 
 #[derive(Parser, Debug)]
-#[command(about = "slb L7 proxy: HTTP/1.1, HTTP/2, TLS, health checks, retries")]
+#[command(about = "slb L7 proxy: HTTP/1.1, HTTP/2, TLS, health checks, retries, stickiness, \
+                   admin API, reload, zero-downtime upgrade")]
 struct Args {
-    /// TOML configuration file (see slb-l7/l7-proxy.example.toml).
+    /// TOML configuration file (see slb-l7/l7-proxy.example.toml); SIGHUP re-reads it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Worker threads (0: one per CPU); overrides the configuration.
     #[arg(long)]
     workers: Option<usize>,
+    /// Admin API address (loopback unless the configuration sets `allow_remote`); overrides
+    /// `[admin] address`.
+    #[arg(long)]
+    admin: Option<String>,
+    /// Unix socket that hands the listening sockets to a new process; overrides
+    /// `server.upgrade_socket`.
+    #[arg(long)]
+    upgrade_socket: Option<PathBuf>,
+    /// Take the listening sockets over from the proxy serving on the upgrade socket (which then
+    /// drains and exits) instead of binding them.
+    #[arg(long)]
+    upgrade: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,7 +66,7 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let (config, demo) = if let Some(path) = &args.config {
+    let (mut config, demo) = if let Some(path) = &args.config {
         (Config::from_file(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?, false)
     } else if let (Ok(listen), Ok(backends)) = (std::env::var("LISTEN"), std::env::var("BACKENDS"))
     {
@@ -60,35 +83,54 @@ fn main() -> anyhow::Result<()> {
     } else {
         workers
     };
-    // The main thread's runtime handles signals (and runs the demo backends); the proxy runs
-    // on its own worker threads, one current-thread runtime each (Proxy::start_workers).
-    let main_rt = tokio::runtime::Builder::new_current_thread()
+    // The demo backends get a runtime thread of their own; the proxy runs on its own worker
+    // threads (one current-thread runtime each), the main thread handles signals and upgrades.
+    let demo_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let config = if demo { main_rt.block_on(demo_config())? } else { config };
-    let running = Proxy::from_config(config)?.start_workers(workers)?;
-    for a in running.local_addrs() {
-        tracing::info!("listening on {a} with {workers} worker threads");
-    }
-    if let Some(a) = running.status_addr() {
-        tracing::info!("status on http://{a}/status, metrics on http://{a}/metrics");
-    }
     if demo {
-        println!("try: curl -i http://127.0.0.1:8080/   (Ctrl-C to stop)");
+        config = demo_rt.block_on(demo_config())?;
     }
-    main_rt.block_on(wait_for_signal());
-    tracing::info!("shutting down");
-    running.shutdown();
+    // Command-line options override the file, now and on every SIGHUP reload.
+    let (admin, upgrade_socket) = (args.admin, args.upgrade_socket);
+    let overrides = ConfigOverrides::new(move |cfg| {
+        if let Some(a) = &admin {
+            cfg.admin.address = Some(a.clone());
+        }
+        if let Some(p) = &upgrade_socket {
+            cfg.server.upgrade_socket = Some(p.clone());
+        }
+    });
+    overrides.apply(&mut config);
+    config.validate()?;
+    let opts = Options {
+        config,
+        config_path: args.config,
+        workers,
+        take_over: args.upgrade,
+        overrides: Some(overrides),
+    };
+    let ended = run(opts, |w| {
+        for a in w.local_addrs() {
+            tracing::info!("listening on {a} with {workers} worker threads");
+        }
+        if let Some(a) = w.status_addr() {
+            tracing::info!("status on http://{a}/status, metrics on http://{a}/metrics");
+        }
+        if let Some(a) = w.admin_addr() {
+            tracing::info!("admin API on http://{a}/pools");
+        }
+        if demo {
+            println!("try: curl -i http://127.0.0.1:8080/   (Ctrl-C to stop)");
+        }
+    })?;
+    match ended {
+        Ended::Upgraded => tracing::info!("a new process took over; drained, exiting"),
+        Ended::Signal => tracing::info!("drained, exiting"),
+    }
     Ok(())
-}
-
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match &mut term { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-    }
 }
 
 /// The l7-compare.sh candidate contract: LISTEN, BACKENDS, TLS_CERT/TLS_KEY.
@@ -137,6 +179,7 @@ async fn demo_config() -> anyhow::Result<Config> {
         ..Config::default()
     };
     cfg.status.address = Some("127.0.0.1:9901".into());
+    cfg.admin.address = Some("127.0.0.1:9902".into());
     cfg.pools.insert("demo".into(), pool);
     cfg.validate()?;
     Ok(cfg)

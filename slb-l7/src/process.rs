@@ -12,7 +12,13 @@
 //! use slb_l7::process::{run, Options};
 //!
 //! let config = Config::from_file("/etc/slb/l7.toml").unwrap();
-//! let opts = Options { config, config_path: Some("/etc/slb/l7.toml".into()), workers: 2, take_over: false };
+//! let opts = Options {
+//!     config,
+//!     config_path: Some("/etc/slb/l7.toml".into()),
+//!     workers: 2,
+//!     take_over: false,
+//!     overrides: None,
+//! };
 //! run(opts, |w| println!("listening on {:?}", w.local_addrs())).unwrap();
 //! ```
 
@@ -21,7 +27,7 @@ use std::path::PathBuf;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ConfigOverrides};
 use crate::upgrade::{UpgradeServer, take_over};
 use crate::{Proxy, Workers};
 
@@ -37,6 +43,8 @@ pub struct Options {
     /// Take the listening sockets over from the process serving upgrades on
     /// `server.upgrade_socket`, instead of binding them.
     pub take_over: bool,
+    /// Applied to `config` and to every configuration reloaded (command-line options).
+    pub overrides: Option<ConfigOverrides>,
 }
 
 /// Why the program could not run.
@@ -63,9 +71,16 @@ pub enum Ended {
 /// Builds and starts the proxy, calls `on_ready` once it serves, then handles signals and
 /// upgrades until it is told to stop; returns after draining.
 pub fn run(opts: Options, on_ready: impl FnOnce(&Workers)) -> Result<Ended, RunError> {
-    let upgrade_path = opts.config.server.upgrade_socket.clone();
-    let drain = opts.config.server.drain_timeout.0;
-    let mut builder = Proxy::builder(opts.config);
+    let mut config = opts.config;
+    if let Some(o) = &opts.overrides {
+        o.apply(&mut config);
+    }
+    let upgrade_path = config.server.upgrade_socket.clone();
+    let drain = config.server.drain_timeout.0;
+    let mut builder = Proxy::builder(config);
+    if let Some(o) = opts.overrides {
+        builder = builder.config_overrides(o);
+    }
     if let Some(p) = opts.config_path {
         builder = builder.config_path(p);
     }

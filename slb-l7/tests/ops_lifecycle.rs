@@ -39,7 +39,8 @@ fn child_proxy() {
         .init();
     let config = Config::from_file(&path).unwrap();
     let take_over = std::env::var_os(TAKE_OVER_ENV).is_some();
-    let opts = Options { config, config_path: Some(path.into()), workers: 2, take_over };
+    let opts =
+        Options { config, config_path: Some(path.into()), workers: 2, take_over, overrides: None };
     let ended = run(opts, |w| {
         let admin = w.admin_addr().map(|a| a.to_string()).unwrap_or_default();
         println!("READY {} {admin}", w.local_addr("main").unwrap());

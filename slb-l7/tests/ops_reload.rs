@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::*;
 use slb_core::health::HealthStatus;
 use slb_l7::admin::AdminError;
+use slb_l7::config::{Config, ConfigOverrides};
 use slb_l7::{Proxy, RunningProxy};
 
 /// A configuration with pool `app` over `backends`, sticky cookies and TCP health checks.
@@ -175,5 +176,31 @@ async fn a_bad_file_is_rejected_and_the_running_configuration_keeps_serving() {
 
     let rep = load.finish().await;
     assert_eq!((rep.failed, rep.refused), (0, 0), "{rep:?}");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn command_line_overrides_survive_a_reload_of_the_file() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = TempDir::new("reload-overrides");
+    let path = dir.path("l7.toml");
+    // The file has no admin section: the admin address comes from the "command line".
+    let without_admin =
+        |bs: &[SocketAddr]| config(bs, "").replace("[admin]\naddress = \"127.0.0.1:0\"\n", "");
+    std::fs::write(&path, without_admin(&[a.addr])).unwrap();
+    let overrides = ConfigOverrides::new(|cfg| cfg.admin.address = Some("127.0.0.1:0".into()));
+    let p = Proxy::builder(Config::from_file(&path).unwrap())
+        .config_path(&path)
+        .config_overrides(overrides)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let admin_addr = p.admin_addr().expect("the override opened the admin API");
+    std::fs::write(&path, without_admin(&[a.addr, b.addr])).unwrap();
+    let r = admin(admin_addr, "POST", "/reload", "").await;
+    assert_eq!(r.status, 200, "the reloaded file keeps the override: {}", r.text());
+    assert!(row(&p, b.addr).is_some());
     p.shutdown().await;
 }

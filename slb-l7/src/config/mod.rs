@@ -28,6 +28,30 @@ pub use units::{Dur, Size, parse_duration, parse_size};
 pub(crate) use validate::parse_status_range as parse_status;
 pub use validate::{ConfigError, ConfigIssue};
 
+/// Changes made to every configuration a proxy is built or reloaded with: command-line options
+/// that override the file (an admin address, an upgrade socket), so that a reload of the file
+/// keeps them. See [`ProxyBuilder::config_overrides`](crate::ProxyBuilder::config_overrides).
+#[derive(Clone)]
+pub struct ConfigOverrides(std::sync::Arc<dyn Fn(&mut Config) + Send + Sync>);
+
+impl ConfigOverrides {
+    /// Overrides made by `f`.
+    pub fn new(f: impl Fn(&mut Config) + Send + Sync + 'static) -> Self {
+        ConfigOverrides(std::sync::Arc::new(f))
+    }
+
+    /// Applies them to `cfg`.
+    pub fn apply(&self, cfg: &mut Config) {
+        (self.0)(cfg)
+    }
+}
+
+impl std::fmt::Debug for ConfigOverrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfigOverrides(..)")
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]

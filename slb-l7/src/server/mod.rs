@@ -31,7 +31,7 @@ pub(crate) use build::BuildContext;
 pub use handle::{ListenerStats, ProxyHandle, RunningProxy, Workers};
 pub use reload::ReloadSummary;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ConfigOverrides};
 use crate::health::Discovery;
 use crate::listener::{ListenerPlan, accept_loop, bind_std};
 use crate::pool::{Pool, SchedulerFactory};
@@ -56,6 +56,8 @@ pub(crate) enum Phase {
 pub(crate) struct Current {
     pub(crate) config: Config,
     pub(crate) path: Option<PathBuf>,
+    /// Applied to every configuration reloaded.
+    pub(crate) overrides: Option<ConfigOverrides>,
 }
 
 /// State shared by every connection of a proxy.
@@ -141,6 +143,7 @@ pub struct ProxyBuilder {
     hash_key: Option<HashKey>,
     sticky_key: Option<StickyKey>,
     config_path: Option<PathBuf>,
+    overrides: Option<ConfigOverrides>,
     inherited: Option<Inherited>,
 }
 
@@ -200,6 +203,13 @@ impl ProxyBuilder {
         self
     }
 
+    /// Applies `overrides` to the configuration now and to every configuration reloaded later
+    /// (command-line options that must survive a SIGHUP reload of the file).
+    pub fn config_overrides(mut self, overrides: ConfigOverrides) -> Self {
+        self.overrides = Some(overrides);
+        self
+    }
+
     /// Serves on listening sockets handed over by a running proxy
     /// ([`upgrade::take_over`](crate::upgrade::take_over)) instead of binding new ones, and
     /// keeps its sticky-cookie key.
@@ -211,6 +221,9 @@ impl ProxyBuilder {
     /// Validates and builds the proxy (no socket is opened yet).
     pub fn build(self) -> Result<Proxy, ConfigError> {
         let mut cfg = self.config;
+        if let Some(o) = &self.overrides {
+            o.apply(&mut cfg);
+        }
         // A listener whose certificates all come from the builder is still a TLS listener.
         let builder_tls: HashSet<String> = self.certificates.keys().cloned().collect();
         mark_builder_tls(&mut cfg, &builder_tls);
@@ -318,7 +331,11 @@ impl ProxyBuilder {
                 active: ArcSwap::from_pointee(Active { router, settings }),
                 pools: Arc::new(ArcSwap::from_pointee(pool_list)),
                 ctx,
-                current: Mutex::new(Current { config: cfg, path: self.config_path }),
+                current: Mutex::new(Current {
+                    config: cfg,
+                    path: self.config_path,
+                    overrides: self.overrides,
+                }),
                 background: Mutex::new(None),
                 phase,
                 connections: AtomicUsize::new(0),

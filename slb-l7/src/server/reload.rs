@@ -62,11 +62,15 @@ fn unchangeable(old: &Config, new: &Config) -> Vec<ConfigIssue> {
 }
 
 impl ProxyHandle {
-    /// Applies `config` (see the module docs). On error nothing changed.
+    /// Applies `config` (with the builder's [`config_overrides`](crate::ProxyBuilder::config_overrides),
+    /// if any; see the module docs). On error nothing changed.
     pub fn reload(&self, mut config: Config) -> Result<ReloadSummary, AdminError> {
         let shared = &self.shared;
         let ctx = &shared.ctx;
         let mut current = shared.current.lock();
+        if let Some(o) = &current.overrides {
+            o.apply(&mut config);
+        }
         mark_builder_tls(&mut config, &ctx.builder_tls);
         validate_with_builder_tls(&config, &ctx.builder_tls)?;
         let issues = unchangeable(&current.config, &config);
