@@ -110,6 +110,46 @@ async fn maxidle_cookies_carry_signed_times_and_stick() {
     assert_eq!(c.len(), "route=".len() + 48, "token, first, last and MAC: {c}");
     let owner = first.header("x-backend").unwrap().to_owned();
     assert!(served_by(&p, &c, 6).await.iter().all(|b| *b == owner));
+    p.handle().drain_backend("app", addr_of(&bs, &owner).addr).unwrap();
+    let seen = served_by(&p, &c, 4).await;
+    assert!(seen.iter().all(|b| *b != owner), "drained: {seen:?}");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn cookies_past_maxidle_or_maxlife_are_scheduled_afresh() {
+    use slb_l7::sticky::cookie::{CookieValue, StickyKey, Times};
+    let bs = three().await;
+    // A known secret, so that the test can sign session times itself.
+    let toml = format!(
+        "{POOL}sticky = {{ type = \"cookie\", maxidle = \"1h\", maxlife = \"24h\" }}\n[server]\nsecret = \"test secret\"\n"
+    );
+    let p = proxy(&toml, &[&bs[0], &bs[1], &bs[2]]).await;
+    let addr = p.local_addr("main").unwrap();
+    let key = StickyKey::derive(b"test secret");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        as u32;
+    let cookie_for = |b: &Backend, first: u32, last: u32| {
+        let token = key.server_token("app", b.addr);
+        let mut v = String::from("route=");
+        CookieValue { token, times: Some(Times { first, last }) }.encode(&key, &mut v);
+        v
+    };
+    // Fresh times signed with the key: the cookie holds.
+    let fresh = cookie_for(&bs[1], now - 60, now - 10);
+    assert!(served_by(&p, &fresh, 6).await.iter().all(|b| b == "b"));
+    // Idle for two hours (maxidle 1h), or started two days ago (maxlife 24h): no longer sticky,
+    // the client gets a new session cookie.
+    for (first, last) in [(now - 3 * 3600, now - 2 * 3600), (now - 2 * 86400, now - 10)] {
+        let stale = cookie_for(&bs[1], first, last);
+        let seen = served_by(&p, &stale, 6).await;
+        let distinct: std::collections::HashSet<_> = seen.iter().collect();
+        assert_eq!(distinct.len(), 3, "an expired cookie must not steer: {seen:?}");
+        let r = get_with(addr, "/", &format!("Cookie: {stale}\r\n")).await;
+        let new = pair(r.header("set-cookie").expect("a new session cookie"));
+        let v = CookieValue::decode(&key, new.strip_prefix("route=").unwrap().as_bytes()).unwrap();
+        assert!(v.times.unwrap().first >= now, "a new session starts now: {new}");
+    }
     p.shutdown().await;
 }
 
