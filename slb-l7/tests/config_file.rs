@@ -1,7 +1,8 @@
 //! The commented example configuration parses, and its comments about defaults are true.
 
 use slb_l7::config::{
-    Config, HealthCheckConfig, KeepaliveConfig, LimitsConfig, PassiveConfig, RetryConfig,
+    Config, HealthCheckConfig, KeepaliveConfig, LimitsConfig, PassiveConfig, PoolConfig,
+    RetryConfig,
 };
 
 const EXAMPLE: &str = include_str!("../l7-proxy.example.toml");
@@ -20,6 +21,11 @@ fn example_configuration_is_valid_and_states_the_defaults() {
     assert_eq!(app.passive, PassiveConfig::default());
     assert_eq!(app.retry, RetryConfig::default());
     assert_eq!(app.tls, Default::default());
+    assert_eq!(app.sticky, Default::default());
+    assert_eq!(app.proxy_protocol, PoolConfig::default().proxy_protocol);
+    assert!(!cfg.listeners[0].proxy_protocol && cfg.listeners[0].trusted_proxies.is_empty());
+    assert_eq!(cfg.admin.address.as_deref(), Some("127.0.0.1:9902"));
+    assert!(!cfg.admin.allow_remote && cfg.admin.token.is_none());
     assert_eq!(
         app.health,
         HealthCheckConfig { kind: "http".into(), ..HealthCheckConfig::default() }
