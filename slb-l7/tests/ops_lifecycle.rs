@@ -105,6 +105,19 @@ impl ChildProxy {
         }
     }
 
+    /// Waits (20 s at most) until `n` lines contain `what`.
+    async fn lines_with(&self, what: &str, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.lines.lock().iter().filter(|l| l.contains(what)).count() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "fewer than {n} lines with {what:?} from the child; its output:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The listener and admin addresses from the READY line.
     async fn ready(&self) -> (SocketAddr, SocketAddr) {
         let l = self.line("READY ").await;
@@ -217,6 +230,54 @@ async fn upgrade_to_a_second_process_under_load_fails_and_refuses_nothing() {
     third.signal("-TERM");
     third.line("ENDED Signal").await;
     assert!(third.exited().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upgrade_leaves_the_old_process_serving() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let a = Backend::start("a").await;
+    let dir = TempDir::new("upgrade-fail");
+    let path = dir.path("l7.toml");
+    std::fs::write(&path, config(&[a.addr], &dir)).unwrap();
+    let mut old = ChildProxy::spawn(&path, false);
+    let (addr, _) = old.ready().await;
+    let load = Load::start(addr, 2, Duration::from_millis(2), 50_000, Duration::from_secs(60));
+    progress(&[&a], 10).await;
+    let exchange = |hello: &[u8]| {
+        let mut s = UnixStream::connect(dir.path("upgrade.sock")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(hello).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read what the old process sends (the manifest; the descriptors are discarded), and
+        // hang up without READY, as a new process that crashed would.
+        if let Ok(n) = s.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    };
+    // Not an upgrade request at all.
+    assert!(exchange(b"GET / HTTP/1.1\r\n\r\n").is_empty());
+    old.lines_with("upgrade attempt failed", 1).await;
+    // A "new process" that gets the sockets and dies before it serves.
+    let manifest = String::from_utf8_lossy(&exchange(b"SLB-UPGRADE 1\n")).into_owned();
+    assert!(
+        manifest.starts_with("SLB-SOCKETS 1\n") && manifest.contains("listener:main"),
+        "{manifest}"
+    );
+    old.lines_with("upgrade attempt failed", 2).await;
+    progress(&[&a], 20).await;
+    assert_eq!(get(addr, "/still").await.status, 200);
+
+    // The next, real, upgrade works.
+    let new = ChildProxy::spawn(&path, true);
+    assert_eq!(new.ready().await.0, addr);
+    old.line("ENDED Upgraded").await;
+    assert!(old.exited().await);
+    progress(&[&a], 20).await;
+    let rep = load.finish().await;
+    assert_eq!((rep.failed, rep.refused), (0, 0), "{rep:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
