@@ -363,3 +363,37 @@ async fn graceful_shutdown_gives_up_at_the_deadline() {
     eventually("the held request reaches the backend", || a.count() == 1).await;
     assert_eq!(p.shutdown_graceful(Duration::from_millis(200)).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_on_an_idle_connection_as_the_drain_begins_is_served_and_closed() {
+    let a = Backend::start("a").await;
+    // A long drain_idle, so that the test does not race it.
+    let p = proxy(
+        "default_pool = \"app\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[timeouts]\ndrain_idle = \"60s\"\n[pools.app]\nbackends = [\"{b0}\"]\n",
+        &[&a],
+    )
+    .await;
+    let addr = p.local_addr("main").unwrap();
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let mut c = RawClient::connect(addr).await;
+        c.send(format!("GET /first/{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).await;
+        let r = c.response(false).await.unwrap();
+        assert_eq!((r.status, r.header("connection")), (200, None), "kept alive");
+        clients.push(c);
+    }
+    let shutdown = tokio::spawn(p.shutdown_graceful(Duration::from_secs(60)));
+    eventually_async("new connections are refused", Duration::from_secs(10), || async {
+        TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    // Each idle keep-alive connection still gets its next request answered, as the last one.
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(format!("GET /second/{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).await;
+        let r = c.response(false).await.expect("answered, not cut off");
+        assert_eq!((r.status, r.header("connection")), (200, Some("close")));
+        assert!(c.closed().await);
+    }
+    // With every connection closed the drain ends well before its deadline.
+    assert_eq!(shutdown.await.unwrap(), 0);
+}

@@ -219,6 +219,11 @@ pub struct ClientTimeouts {
     pub keepalive: Dur,
     /// A response write to the client may not stall longer than this: else the connection closes.
     pub send: Dur,
+    /// Draining (shutdown, upgrade): an idle keep-alive connection waits this long for one more
+    /// request, answered with `Connection: close`, before it closes; so that a request a client
+    /// sent just as the drain began is served rather than cut off. 0: close idle connections at
+    /// once.
+    pub drain_idle: Dur,
 }
 
 impl Default for ClientTimeouts {
@@ -228,6 +233,7 @@ impl Default for ClientTimeouts {
             client_body: Dur::secs(30),
             keepalive: Dur::secs(75),
             send: Dur::secs(30),
+            drain_idle: Dur::secs(1),
         }
     }
 }

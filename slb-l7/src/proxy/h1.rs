@@ -44,6 +44,11 @@ fn reserve(buf: &mut Vec<u8>) {
     }
 }
 
+/// True once the proxy stopped accepting (its connections then finish what they are doing).
+fn is_draining(phase: &watch::Receiver<Phase>) -> bool {
+    *phase.borrow() != Phase::Running
+}
+
 /// Serves HTTP/1 requests on `io` until the connection ends. `buf` holds bytes already read.
 pub(crate) async fn serve<S>(
     mut io: S,
@@ -66,17 +71,18 @@ where
     let mut first = true;
     buf.reserve(8192);
     loop {
-        // Draining: an idle connection (nothing of a next request received) closes now.
-        let draining = phase.has_changed().unwrap_or(true);
-        if draining && !first && buf.is_empty() {
-            return Exit::Done;
-        }
+        let draining = is_draining(&phase);
         let active = shared.active.load_full();
         let s = &active.settings;
 
         // The head: the keep-alive timeout until the first byte, then the header timeout.
-        let idle_deadline =
+        // Draining, an idle connection gets `drain_idle` for one more request (the client may
+        // have sent it as the drain began; it is answered with Connection: close).
+        let mut idle_deadline =
             Instant::now() + if first { s.header_timeout } else { s.keepalive_timeout };
+        if draining && !first {
+            idle_deadline = idle_deadline.min(Instant::now() + s.drain_idle);
+        }
         let mut head_deadline = (!buf.is_empty()).then(|| Instant::now() + s.header_timeout);
         let head = loop {
             if !buf.is_empty() {
@@ -92,11 +98,18 @@ where
             }
             reserve(&mut buf);
             let read = if head_deadline.is_none() && !first {
-                // Idle between requests: also watch for a drain.
-                tokio::select! {
-                    biased;
-                    r = timeout_at(idle_deadline, io.read_buf(&mut buf)) => r,
-                    _ = phase.changed() => return Exit::Done,
+                // Idle between requests: also watch for a drain, which shortens the wait.
+                loop {
+                    tokio::select! {
+                        biased;
+                        r = timeout_at(idle_deadline, io.read_buf(&mut buf)) => break r,
+                        r = phase.changed() => {
+                            if r.is_err() || *phase.borrow() == Phase::Stopped {
+                                return Exit::Done;
+                            }
+                            idle_deadline = idle_deadline.min(Instant::now() + s.drain_idle);
+                        }
+                    }
                 }
             } else {
                 timeout_at(head_deadline.unwrap_or(idle_deadline), io.read_buf(&mut buf)).await
@@ -287,7 +300,7 @@ where
             Some(_) => pool.sticky_response(&sticky_req, &answer.slot, info.peer.ip()),
         };
         // A drain that began while the request was upstream: this response is the last.
-        let keep_alive = keep_alive && !phase.has_changed().unwrap_or(true);
+        let keep_alive = keep_alive && !is_draining(&phase);
         let keep = relay(
             &mut io,
             &mut answer,

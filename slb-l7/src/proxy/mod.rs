@@ -25,6 +25,7 @@ pub(crate) struct Settings {
     pub(crate) body_timeout: Duration,
     pub(crate) keepalive_timeout: Duration,
     pub(crate) send_timeout: Duration,
+    pub(crate) drain_idle: Duration,
     pub(crate) forwarded_for: ForwardedFor,
 }
 

@@ -63,6 +63,7 @@ pub(crate) fn settings_of(cfg: &Config) -> Settings {
         body_timeout: cfg.timeouts.client_body.0,
         keepalive_timeout: cfg.timeouts.keepalive.0,
         send_timeout: cfg.timeouts.send.0,
+        drain_idle: cfg.timeouts.drain_idle.0,
         forwarded_for: if cfg.forwarded.x_forwarded_for == "replace" {
             ForwardedFor::Replace
         } else {
