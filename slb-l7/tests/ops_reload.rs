@@ -113,7 +113,7 @@ async fn reload_under_load_fails_no_request_and_keeps_backend_state() {
     assert_eq!(other.count(), gone, "a removed backend got new requests");
 
     let rep = load.finish().await;
-    assert_eq!((rep.failed, rep.refused), (0, 0), "{rep:?}");
+    assert_eq!((rep.failed, rep.refused, rep.retried_idle), (0, 0, 0), "{rep:?}");
     assert!(rep.ok >= 100, "{rep:?}");
     p.shutdown().await;
 }
@@ -175,7 +175,7 @@ async fn a_bad_file_is_rejected_and_the_running_configuration_keeps_serving() {
     progress(&[&a, &c], 5).await;
 
     let rep = load.finish().await;
-    assert_eq!((rep.failed, rep.refused), (0, 0), "{rep:?}");
+    assert_eq!((rep.failed, rep.refused, rep.retried_idle), (0, 0, 0), "{rep:?}");
     p.shutdown().await;
 }
 
