@@ -204,3 +204,31 @@ async fn command_line_overrides_survive_a_reload_of_the_file() {
     assert!(row(&p, b.addr).is_some());
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn source_ip_templates_survive_a_reload_that_rebuilds_the_pool() {
+    let (a, b, c) =
+        (Backend::start("a").await, Backend::start("b").await, Backend::start("c").await);
+    let dir = TempDir::new("reload-source");
+    let path = dir.path("l7.toml");
+    let source = |bs: &[SocketAddr], extra: &str| {
+        config(bs, extra)
+            .replace("sticky = { type = \"cookie\" }", "sticky = { type = \"source_ip\" }")
+            .replace("health = { type = \"tcp\", interval = \"50ms\", rise = 1, fall = 2 }\n", "")
+    };
+    std::fs::write(&path, source(&[a.addr, b.addr], "")).unwrap();
+    let p = start(&path).await;
+    let (addr, admin_addr) = (p.local_addr("main").unwrap(), p.admin_addr().unwrap());
+    let owner = get(addr, "/").await.header("x-backend").unwrap().to_owned();
+    assert_eq!(p.handle().pool("app").unwrap().sticky_templates(), 1);
+    // c joins and the scheduler changes: the pool is rebuilt, the template table carried over.
+    std::fs::write(&path, source(&[a.addr, b.addr, c.addr], "scheduler = \"swrr\"")).unwrap();
+    let r = admin(admin_addr, "POST", "/reload", "").await;
+    assert!(r.status == 200 && r.text().contains("\"rebuilt\": [\"app\"]"), "{}", r.text());
+    assert_eq!(p.handle().pool("app").unwrap().sticky_templates(), 1);
+    for i in 0..6 {
+        let r = get(addr, &format!("/{i}")).await;
+        assert_eq!(r.header("x-backend"), Some(owner.as_str()), "request {i}");
+    }
+    p.shutdown().await;
+}
