@@ -1,7 +1,7 @@
 //! Running the proxy as a program (what `examples/l7_proxy.rs` does): worker threads, signals,
 //! reloads and binary upgrades.
 //!
-//! - SIGHUP re-reads the configuration file ([`ProxyHandle::reload_from_file`]); a bad file is
+//! - SIGHUP re-reads the configuration file ([`ProxyHandle::reload_from_file`](crate::ProxyHandle::reload_from_file)); a bad file is
 //!   logged and the running configuration stays.
 //! - SIGTERM or SIGINT: graceful shutdown (stop accepting, drain up to `server.drain_timeout`).
 //! - With `server.upgrade_socket`, a new process started with [`Options::take_over`] receives

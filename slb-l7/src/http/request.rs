@@ -97,7 +97,7 @@ pub fn is_idempotent(method: &[u8]) -> bool {
     matches!(method, b"GET" | b"HEAD" | b"PUT" | b"DELETE" | b"OPTIONS" | b"TRACE")
 }
 
-/// A Host value we accept: host or [v6], optional port, no user info, no path, visible ASCII.
+/// A Host value we accept: host or `[v6]`, optional port, no user info, no path, visible ASCII.
 pub fn valid_host(h: &[u8]) -> bool {
     !h.is_empty()
         && h.len() <= 255

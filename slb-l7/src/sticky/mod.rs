@@ -2,10 +2,10 @@
 //! prefix modes, `indirect`, `maxidle`, `maxlife`) and source-IP persistence (slb-core's
 //! [`PersistTable`], IPVS-style templates).
 //!
-//! Call order per request: [`Sticky::request`] reads the client's cookie (or looks up its address)
+//! Call order per request: `Sticky::request` reads the client's cookie (or looks up its address)
 //! and names the backend to prefer; the pool tries that backend first when it is usable (up,
 //! healthy, not draining, not ejected, weight above zero) and otherwise falls back to the
-//! scheduler; [`Sticky::response`] then says how to set or refresh the cookie for the backend that
+//! scheduler; `Sticky::response` then says how to set or refresh the cookie for the backend that
 //! answered (or renews the source-IP template). Nothing here does I/O; time comes in as seconds
 //! since the Unix epoch (cookies) or as slb-core [`Instant`]s (templates).
 
