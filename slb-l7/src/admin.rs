@@ -159,6 +159,12 @@ pub(crate) fn pool_json(p: &Pool) -> String {
     out
 }
 
+/// Compares a presented credential with the expected one in time that depends only on their
+/// lengths (not on where they first differ).
+fn same_secret(got: &[u8], want: &[u8]) -> bool {
+    got.len() == want.len() && got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
 fn ok(extra: &str) -> (StatusCode, String) {
     (StatusCode::OK, format!("{{\"ok\": true{extra}}}\n"))
 }
@@ -171,8 +177,8 @@ async fn route(req: Request<Incoming>, handle: &ProxyHandle) -> (StatusCode, &'s
     const JSON: &str = "application/json";
     if let Some(token) = handle.admin_token() {
         let want = format!("Bearer {token}");
-        let got = req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
-        if got != Some(want.as_bytes()) {
+        let got = req.headers().get(http::header::AUTHORIZATION).map_or(&b""[..], |v| v.as_bytes());
+        if !same_secret(got, want.as_bytes()) {
             return (
                 StatusCode::UNAUTHORIZED,
                 JSON,
@@ -335,5 +341,9 @@ mod tests {
         assert_eq!(query_param(q, "state"), None);
         assert_eq!(parse_state("draining"), Ok(BackendState::Draining));
         assert!(parse_state("down").is_err());
+        assert!(same_secret(b"Bearer t0k", b"Bearer t0k"));
+        assert!(!same_secret(b"Bearer t0K", b"Bearer t0k"));
+        assert!(!same_secret(b"Bearer t0k!", b"Bearer t0k"));
+        assert!(!same_secret(b"", b"Bearer t0k"));
     }
 }
