@@ -32,6 +32,11 @@ const TAKE_OVER_ENV: &str = "SLB_L7_TEST_TAKE_OVER";
 #[test]
 fn child_proxy() {
     let Ok(path) = std::env::var(CHILD_ENV) else { return };
+    // The parent holds our stdin open: if it dies without killing us, we end too.
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(3);
+    });
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -60,7 +65,7 @@ impl ChildProxy {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.args(["--exact", "child_proxy", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, config)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if take_over {
