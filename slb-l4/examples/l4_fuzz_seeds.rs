@@ -1,6 +1,7 @@
 //! Writes the seed corpus of the `l4_frame` fuzz target from real frames: what smoltcp clients
 //! and servers send through the forwarder in each mode (ARP, TCP handshake, data, FIN, UDP),
-//! plus relayed ICMP errors.
+//! plus relayed ICMP errors, and batches in which later frames find the sessions earlier ones
+//! made.
 //!
 //! `cargo run -p slb-l4 --features sim --example l4_fuzz_seeds -- fuzz/corpus/l4_frame`
 
@@ -112,7 +113,19 @@ fn main() -> std::io::Result<()> {
         b.as_slice(),
         200,
     );
-    std::fs::write(format!("{dir}/icmp-relay"), record(0, &[(PortId(0), syn), (PortId(1), icmp)]))?;
-    println!("wrote {} seeds to {dir}", n + 1);
+    std::fs::write(
+        format!("{dir}/icmp-relay"),
+        record(0, &[(PortId(0), syn.clone()), (PortId(1), icmp)]),
+    )?;
+    // One batch (frames of one port in a row): a flow's first datagram and its second, a SYN
+    // and its retransmission, so later frames of the batch find sessions that earlier ones made.
+    let vip53 = "10.0.0.100:53".parse().unwrap();
+    let udp = craft::udp(CLIENT_MAC, PORT0_MAC, client, vip53, b"query");
+    for (i, mode) in [Mode::Nat, Mode::FullNat, Mode::Dr].into_iter().enumerate() {
+        let frames: Vec<(PortId, Vec<u8>)> =
+            [&udp, &udp, &syn, &syn].into_iter().map(|f| (PortId(0), f.clone())).collect();
+        std::fs::write(format!("{dir}/batch-{mode:?}"), record(i as u8, &frames))?;
+    }
+    println!("wrote {} seeds to {dir}", n + 4);
     Ok(())
 }

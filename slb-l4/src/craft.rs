@@ -229,14 +229,15 @@ pub fn forwarder(
 }
 
 /// The `l4_frame` fuzz target's body, shared with the corpus replay test: feeds the frames of
-/// `data` to a forwarder. Input: one mode byte (NAT, FULLNAT, DR by value mod 3; bit 7: also
+/// `data` to a forwarder, then (see [`replay_batched`]) to two more, one frame by frame and one
+/// in batches, which must agree. Input: one mode byte (NAT, FULLNAT, DR by value mod 3; bit 7: also
 /// print the counters at the end), then records of
 /// `[ctrl, len_lo, len_hi, frame...]`: ctrl bit 0 = port, bits 1-2 = checksum state the link
 /// reports, bits 3-7 = milliseconds to advance the clock. Several frames per input let the
 /// fuzzer build sessions and reach the session, ICMP relay and neighbour paths. Panics only on a
 /// broken invariant (an emitted frame on a port that does not exist or beyond its buffer).
 pub fn replay(data: &[u8]) {
-    use crate::frame::{CsumState, FrameBuf, HEADROOM};
+    use crate::frame::{FrameBuf, HEADROOM};
     use crate::fwd::{ForwarderConfig, Mode, PortId, Verdict};
     use slb_core::time::Instant;
     let Some((&mode_byte, mut rest)) = data.split_first() else { return };
@@ -245,19 +246,17 @@ pub fn replay(data: &[u8]) {
     let mut fwd = forwarder(mode, cfg);
     let mut now = Instant::ZERO;
     let mut buf = FrameBuf::default();
+    let mut records = Vec::new();
     while rest.len() >= 3 {
         let ctrl = rest[0];
         let len = usize::from(u16::from_le_bytes([rest[1], rest[2]]));
         rest = &rest[3..];
         let (frame, tail) = rest.split_at(len.min(rest.len()));
         rest = tail;
+        records.push((ctrl, frame));
         now += std::time::Duration::from_millis(u64::from(ctrl >> 3));
         buf.fill(frame);
-        buf.meta.csum = match (ctrl >> 1) & 3 {
-            0 => CsumState::Unknown,
-            1 => CsumState::Complete,
-            _ => CsumState::Partial,
-        };
+        buf.meta.csum = replay_csum(ctrl);
         let v = fwd.process(now, &mut buf, PortId(ctrl & 1));
         if let Verdict::Forward(p) | Verdict::Reply(p) | Verdict::Solicit(p) = v {
             assert!(p.0 < 2, "emitted on a port that does not exist: {v:?}");
@@ -273,5 +272,75 @@ pub fn replay(data: &[u8]) {
         // under the sanitizers and would slow every run down.
         let _ = fwd.report().prometheus();
         let _ = fwd.report().ipvsadm();
+    }
+    replay_batched(mode, cfg, &records);
+}
+
+/// The checksum state a replay record's `ctrl` byte gives its frame.
+fn replay_csum(ctrl: u8) -> crate::frame::CsumState {
+    use crate::frame::CsumState;
+    match (ctrl >> 1) & 3 {
+        0 => CsumState::Unknown,
+        1 => CsumState::Complete,
+        _ => CsumState::Partial,
+    }
+}
+
+/// [`replay`]'s records through two forwarders: one calls `process` per frame, the other
+/// `process_batch` on each run of consecutive frames of one port (up to 64), both at one clock
+/// reading per run (advanced by the run's records together). Panics unless they agree on every
+/// verdict, every frame's bytes, the frames they queue, the sessions they expire and every
+/// counter.
+fn replay_batched(
+    mode: crate::fwd::Mode,
+    cfg: crate::fwd::ForwarderConfig,
+    records: &[(u8, &[u8])],
+) {
+    use crate::frame::FrameBuf;
+    use crate::fwd::{PortId, Verdict};
+    use slb_core::time::Instant;
+    let mut one = forwarder(mode, cfg);
+    let mut many = forwarder(mode, cfg);
+    let mut now = Instant::ZERO;
+    let mut i = 0;
+    while i < records.len() {
+        let port = records[i].0 & 1;
+        let mut j = i + 1;
+        while j < records.len() && j - i < 64 && records[j].0 & 1 == port {
+            j += 1;
+        }
+        let ms: u64 = records[i..j].iter().map(|r| u64::from(r.0 >> 3)).sum();
+        now += std::time::Duration::from_millis(ms);
+        let mut batch: Vec<FrameBuf> = records[i..j]
+            .iter()
+            .map(|&(ctrl, f)| {
+                let mut b = FrameBuf::default();
+                b.fill(f);
+                b.meta.csum = replay_csum(ctrl);
+                b
+            })
+            .collect();
+        let mut each = batch.clone();
+        let want: Vec<Verdict> =
+            each.iter_mut().map(|b| one.process(now, b, PortId(port))).collect();
+        let mut got = vec![Verdict::Host; batch.len()];
+        many.process_batch(now, &mut batch, PortId(port), &mut got);
+        assert_eq!(got, want, "process_batch and process disagree");
+        for (g, w) in batch.iter().zip(&each) {
+            assert_eq!(g.as_slice(), w.as_slice(), "process_batch rewrote a frame differently");
+        }
+        let (mut a, mut b) = (FrameBuf::default(), FrameBuf::default());
+        loop {
+            let (pa, pb) = (one.poll_transmit(&mut a), many.poll_transmit(&mut b));
+            assert_eq!(pa, pb);
+            if pa.is_none() {
+                break;
+            }
+            assert_eq!(a.as_slice(), b.as_slice());
+        }
+        assert_eq!(one.expire(now, 16), many.expire(now, 16));
+        assert_eq!(one.stats(), many.stats());
+        assert_eq!(one.sessions().len(), many.sessions().len());
+        i = j;
     }
 }
