@@ -43,6 +43,9 @@ pub(crate) fn start(
     if let Some(n) = s.dead_after {
         cfg.peer_dead_after = n;
     }
+    if let Some(n) = s.known_capacity {
+        cfg.known_capacity = n;
+    }
     if let Some(r) = s.resync {
         cfg.resync_on_start = r;
     }

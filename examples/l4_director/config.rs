@@ -225,6 +225,10 @@ pub(crate) struct SyncSection {
     /// After SIGTERM, keep forwarding this long with sync stopped, so that peers take over the
     /// addresses first (default: the liveness timeout plus 300 ms).
     pub(crate) drain_ms: Option<u64>,
+    /// Sessions the sync engine reserves room for up front (default 0: grow on demand). A
+    /// table that grows rehashes in one step, a pause of tens of milliseconds at hundreds of
+    /// thousands of sessions that shows in the replication lag (BENCHMARKS.md, slb-sync).
+    pub(crate) known_capacity: Option<usize>,
     /// Address groups that move between directors (same list on every director).
     #[serde(default)]
     pub(crate) takeover: Vec<TakeoverSection>,

@@ -62,6 +62,7 @@
 //! heartbeat_ms = 100        # peers are down after dead_after missed heartbeats
 //! dead_after = 3
 //! # threshold = 3; period = 50; resync = true; drain_ms = (liveness timeout + 300 ms)
+//! # known_capacity = 0      # sessions to reserve room for up front (0: grow on demand)
 //! [[sync.takeover]]         # FULLNAT: each director's local addresses, homed on it
 //! home = 1
 //! addresses = ["10.0.2.100"]
