@@ -79,8 +79,10 @@ impl<K: PackedKey, X> Family<K, X> {
             return (s.fwd == *k).then_some(Some((idx, Direction::Inbound)));
         }
         // Found by its reverse key, with no forward match when prepared: holds while no session
-        // was inserted (which could bring that forward key).
-        (fresh && s.has_rev && s.rev == *k).then_some(Some((idx, Direction::Outbound)))
+        // was inserted (which could bring that forward key). Then the slot, still live, still
+        // holds the session the reverse index led to (with a reverse key): the key decides.
+        (fresh && self.rev_keys.get(idx as usize) == Some(k))
+            .then_some(Some((idx, Direction::Outbound)))
     }
 }
 
@@ -151,6 +153,12 @@ impl<X> SessionTable<X> {
             acc ^= match *p {
                 Packed::V4(h) if rev_buckets >> i & 1 == 1 => self.v4.rev.touch(h),
                 Packed::V6(h) if rev_buckets >> i & 1 == 1 => self.v6.rev.touch(h),
+                Packed::V4(_) if o.slot != 0 && o.flags & OUTBOUND != 0 => {
+                    self.v4.touch_slot_rev(o.slot - 1)
+                }
+                Packed::V6(_) if o.slot != 0 && o.flags & OUTBOUND != 0 => {
+                    self.v6.touch_slot_rev(o.slot - 1)
+                }
                 Packed::V4(_) if o.slot != 0 => self.v4.touch_slot(o.slot - 1),
                 Packed::V6(_) if o.slot != 0 => self.v6.touch_slot(o.slot - 1),
                 _ => 0,

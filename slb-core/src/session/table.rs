@@ -18,23 +18,31 @@ mod index;
 pub use burst::Prepared;
 use index::Index;
 
-/// One session with its keys. `repr(C)` with the session first and `has_rev` last, so that
-/// reading `s`, `fwd` and `has_rev` touches every cache line the slot spans (what a burst
-/// lookup does to fetch them early).
+/// What a lookup by forward key reads: the session and its forward key, in one aligned cache
+/// line when they fit in 64 bytes (an IPv4 session whose dataplane data `X` takes at most 10
+/// bytes, or 8 with 8-byte alignment), so that a lookup touches one line after the bucket.
+/// The reverse key and the queue generation live in arrays of their own (see [`Family`]).
+/// (An IPv6 slot, with its 38-byte key, takes two lines.)
 #[derive(Debug)]
-#[repr(C)]
+#[repr(C, align(64))]
 struct Slot<K, X> {
     s: Session<X>,
     fwd: K,
-    rev: K,
-    gen_: u32,
-    has_rev: bool,
 }
+
+/// Bit of [`Family::tags`] set when the slot has a reverse key (clear while it is free).
+const HAS_REV: u32 = 1 << 31;
 
 /// Storage and indexes of one address family.
 #[derive(Debug)]
 struct Family<K, X> {
     slots: Vec<Option<Slot<K, X>>>,
+    /// Each slot's reverse key (same index as `slots`; meaningful where `tags` has
+    /// [`HAS_REV`]): 16 bytes for IPv4, so that one does not straddle cache lines (given the
+    /// allocator's 16-byte alignment).
+    rev_keys: Vec<K>,
+    /// Each slot's queue generation (low 31 bits) and [`HAS_REV`].
+    tags: Vec<u32>,
     /// Free slots with the generation of their last occupant, so that a queue reference to a
     /// freed slot never matches its next occupant.
     free: Vec<(u32, u32)>,
@@ -46,6 +54,8 @@ impl<K: PackedKey, X> Family<K, X> {
     fn with_capacity(n: usize) -> Self {
         Family {
             slots: Vec::with_capacity(n),
+            rev_keys: Vec::with_capacity(n),
+            tags: Vec::with_capacity(n),
             free: Vec::new(),
             fwd: Index::with_capacity(n),
             rev: Index::with_capacity(n),
@@ -68,12 +78,9 @@ impl<K: PackedKey, X> Family<K, X> {
 
     #[inline]
     fn find_rev_h(&self, h: u64, k: &K) -> Option<u32> {
-        let slots = &self.slots;
-        self.rev.find(h, |i| {
-            slots
-                .get(i as usize)
-                .is_some_and(|s| s.as_ref().is_some_and(|s| s.has_rev && s.rev == *k))
-        })
+        // The reverse index holds only live slots with a reverse key: the key decides.
+        let rev_keys = &self.rev_keys;
+        self.rev.find(h, |i| rev_keys.get(i as usize) == Some(k))
     }
 
     #[inline]
@@ -86,8 +93,8 @@ impl<K: PackedKey, X> Family<K, X> {
         self.find_rev_h(Self::hash(hk, k), k)
     }
 
-    /// Reads the fields of slot `idx` that lie on each of its cache lines (a burst lookup's
-    /// way of fetching them early); the value means nothing.
+    /// Reads slot `idx`'s key and session (a burst lookup's way of fetching its line early);
+    /// the value means nothing.
     #[inline(always)]
     fn touch_slot(&self, idx: u32) -> u64 {
         match self.slots.get(idx as usize) {
@@ -96,49 +103,78 @@ impl<K: PackedKey, X> Family<K, X> {
         }
     }
 
+    /// [`Family::touch_slot`], and the slot's reverse key too.
+    #[inline(always)]
+    fn touch_slot_rev(&self, idx: u32) -> u64 {
+        let rev = self.rev_keys.get(idx as usize).map_or(0, |k| k.word0());
+        self.touch_slot(idx) ^ u64::from(rev)
+    }
+
     fn insert(&mut self, hk: &HashKey, fwd: K, rev: Option<K>, s: Session<X>) -> (u32, u32) {
         let (idx, last_gen) = match self.free.pop() {
             Some(free) => free,
             None => {
                 self.slots.push(None);
+                self.rev_keys.push(fwd);
+                self.tags.push(0);
                 ((self.slots.len() - 1) as u32, 0)
             }
         };
-        let gen_ = last_gen.wrapping_add(1) & 0x7fff_ffff;
-        self.slots[idx as usize] =
-            Some(Slot { s, fwd, rev: rev.unwrap_or(fwd), has_rev: rev.is_some(), gen_ });
-        let slots = &self.slots;
+        let gen_ = last_gen.wrapping_add(1) & !HAS_REV;
+        self.slots[idx as usize] = Some(Slot { s, fwd });
+        self.rev_keys[idx as usize] = rev.unwrap_or(fwd);
+        self.tags[idx as usize] = gen_ | if rev.is_some() { HAS_REV } else { 0 };
+        let (slots, rev_keys) = (&self.slots, &self.rev_keys);
         self.fwd.insert(Self::hash(hk, &fwd), idx, |i| {
             Self::hash(hk, &slots[i as usize].as_ref().map_or(fwd, |s| s.fwd))
         });
         if let Some(r) = rev {
             self.rev.insert(Self::hash(hk, &r), idx, |i| {
-                Self::hash(hk, &slots[i as usize].as_ref().map_or(r, |s| s.rev))
+                Self::hash(hk, rev_keys.get(i as usize).unwrap_or(&r))
             });
         }
         (idx, gen_)
     }
 
-    fn remove(&mut self, hk: &HashKey, idx: u32) -> Option<Slot<K, X>> {
+    /// Removes live slot `idx`; returns it with its reverse key.
+    fn remove(&mut self, hk: &HashKey, idx: u32) -> Option<(Slot<K, X>, Option<K>)> {
         let slot = self.slots.get_mut(idx as usize)?.take()?;
+        let rev = self.rev_of(idx);
+        let tag = &mut self.tags[idx as usize];
+        self.free.push((idx, *tag & !HAS_REV));
+        *tag &= !HAS_REV;
         self.fwd.remove(Self::hash(hk, &slot.fwd), idx);
-        if slot.has_rev {
-            self.rev.remove(Self::hash(hk, &slot.rev), idx);
+        if let Some(r) = rev {
+            self.rev.remove(Self::hash(hk, &r), idx);
         }
-        self.free.push((idx, slot.gen_));
-        Some(slot)
+        Some((slot, rev))
+    }
+
+    /// The reverse key of live slot `idx`, if it has one.
+    #[inline]
+    fn rev_of(&self, idx: u32) -> Option<K> {
+        (self.tags[idx as usize] & HAS_REV != 0).then(|| self.rev_keys[idx as usize])
+    }
+
+    /// The queue generation of slot `idx`.
+    #[inline]
+    fn gen_of(&self, idx: u32) -> u32 {
+        self.tags[idx as usize] & !HAS_REV
     }
 
     fn memory_bytes(&self) -> usize {
         self.slots.capacity() * size_of::<Option<Slot<K, X>>>()
+            + self.rev_keys.capacity() * size_of::<K>()
+            + self.tags.capacity() * 4
             + self.free.capacity() * 8
             + self.fwd.memory_bytes()
             + self.rev.memory_bytes()
     }
 
-    fn regions(&self) -> [(*const u8, usize); 3] {
+    fn regions(&self) -> [(*const u8, usize); 4] {
         [
             (self.slots.as_ptr().cast(), self.slots.capacity() * size_of::<Option<Slot<K, X>>>()),
+            (self.rev_keys.as_ptr().cast(), self.rev_keys.capacity() * size_of::<K>()),
             self.fwd.region(),
             self.rev.region(),
         ]
@@ -361,7 +397,7 @@ impl<X> SessionTable<X> {
     fn keys(&self, fam: Fam, idx: u32) -> (FlowKey, Option<FlowKey>) {
         fam!(self, fam, f => {
             let s = f.slots[idx as usize].as_ref().expect("live slot");
-            (s.fwd.unpack(), s.has_rev.then(|| s.rev.unpack()))
+            (s.fwd.unpack(), f.rev_of(idx).map(|r| r.unpack()))
         })
     }
 
@@ -492,17 +528,17 @@ impl<X> SessionTable<X> {
 
     /// Every session with its keys, in no particular order (for sync and stats).
     pub fn iter(&self) -> impl Iterator<Item = SessionView<'_, X>> + '_ {
-        let v4 = self.v4.slots.iter().flatten().map(|s| SessionView {
-            forward: s.fwd.unpack(),
-            reverse: s.has_rev.then(|| s.rev.unpack()),
-            session: &s.s,
-        });
-        let v6 = self.v6.slots.iter().flatten().map(|s| SessionView {
-            forward: s.fwd.unpack(),
-            reverse: s.has_rev.then(|| s.rev.unpack()),
-            session: &s.s,
-        });
-        v4.chain(v6)
+        fn views<K: PackedKey, X>(f: &Family<K, X>) -> impl Iterator<Item = SessionView<'_, X>> {
+            f.slots.iter().enumerate().filter_map(|(i, s)| {
+                let s = s.as_ref()?;
+                Some(SessionView {
+                    forward: s.fwd.unpack(),
+                    reverse: f.rev_of(i as u32).map(|r| r.unpack()),
+                    session: &s.s,
+                })
+            })
+        }
+        views(&self.v4).chain(views(&self.v6))
     }
 
     /// Removes every session bound to `backend` (IPVS `expire_nodest_conn`); returns how many.
@@ -570,7 +606,7 @@ impl<X> SessionTable<X> {
             .slots
             .get(r.idx() as usize)
             .and_then(|s| s.as_ref())
-            .filter(|s| s.gen_ == r.gen_())
+            .filter(|_| f.gen_of(r.idx()) == r.gen_())
             .map(|s| s.s.state))
     }
 
@@ -586,9 +622,9 @@ impl<X> SessionTable<X> {
     fn unlink(&mut self, fam: Fam, idx: u32) -> Session<X> {
         let hk = self.config.hash_key;
         let s = fam!(mut self, fam, f => {
-            let slot = f.remove(&hk, idx).expect("live slot");
-            if slot.has_rev && let Some(log) = self.removal_log.as_mut() {
-                log.push((slot.rev.unpack(), slot.fwd.unpack()));
+            let (slot, rev) = f.remove(&hk, idx).expect("live slot");
+            if let Some(r) = rev && let Some(log) = self.removal_log.as_mut() {
+                log.push((r.unpack(), slot.fwd.unpack()));
             }
             slot.s
         });
@@ -740,11 +776,11 @@ impl<X> EntryMut<'_, X> {
             let entering = (state.is_half_open() && !old.is_half_open())
                 || (state.is_done() && !old.is_done());
             let gen_ = fam!(mut self.table, fam, f => {
-                let slot = f.slots[idx as usize].as_mut().expect("live slot");
+                let tag = &mut f.tags[idx as usize];
                 if entering {
-                    slot.gen_ = slot.gen_.wrapping_add(1) & 0x7fff_ffff;
+                    *tag = (*tag & HAS_REV) | (tag.wrapping_add(1) & !HAS_REV);
                 }
-                slot.gen_
+                *tag & !HAS_REV
             });
             self.table.enqueue(Ref::new(fam, idx, gen_), state, Some(old));
         }

@@ -227,8 +227,33 @@ fn memory_regions_cover_the_preallocated_storage() {
     let config = TableConfig { capacity: 10_000, preallocate: true, ..TableConfig::default() };
     let t: SessionTable<u64> = SessionTable::new(config);
     let regions = t.memory_regions();
-    assert_eq!(regions.len(), 3, "IPv4 slots and both indexes; nothing for IPv6 yet");
+    assert_eq!(regions.len(), 4, "IPv4 slots, reverse keys, both indexes; nothing for IPv6");
     let total: usize = regions.iter().map(|r| r.1).sum();
     assert!(total <= t.memory_bytes() && total * 10 >= t.memory_bytes() * 9, "{total}");
     assert!(SessionTable::<u64>::new(TableConfig::default()).memory_regions().is_empty());
+}
+
+#[test]
+fn an_ipv4_slot_is_one_aligned_cache_line() {
+    // A session with its forward key, for no dataplane data, 8 bytes (a 64-bit value) or 10
+    // (slb-l4's forwarding details): one line, so a lookup by forward key reads one.
+    assert_eq!(size_of::<Option<Slot<K4, ()>>>(), 64);
+    assert_eq!(size_of::<Option<Slot<K4, u64>>>(), 64);
+    assert_eq!(size_of::<Option<Slot<K4, [u16; 5]>>>(), 64);
+    assert_eq!(align_of::<Option<Slot<K4, ()>>>(), 64);
+    let config = TableConfig { capacity: 100, preallocate: true, ..TableConfig::default() };
+    let mut t: SessionTable<u64> = SessionTable::new(config);
+    let now = Instant::from_secs(1);
+    for c in 0..3 {
+        t.insert(
+            now,
+            key(c, 1),
+            Some(rev(c, 1)),
+            Session::new(BackendId(1), ConnState::Udp, now, 7),
+        )
+        .unwrap();
+    }
+    assert_eq!(t.v4.slots.as_ptr() as usize % 64, 0);
+    let per_entry = t.v4.memory_bytes() / 100;
+    assert!(per_entry <= 128, "{per_entry} bytes per IPv4 entry");
 }
