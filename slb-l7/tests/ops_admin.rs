@@ -248,3 +248,35 @@ async fn rust_api_changes_keep_the_state_of_untouched_backends() {
     assert!(!status.contains(&format!("\"{}\"", a.addr)), "{status}");
     p.shutdown().await;
 }
+
+/// Backends removed and added back many times while clients send requests as fast as they can:
+/// a request whose pick raced a change still finds a backend (a pick on the scheduler being
+/// replaced must not meet a removed backend's missing connection slot and answer 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_churn_under_load_fails_no_request() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let p = proxy(CONFIG, &[&a, &b]).await;
+    let pool = p.handle().pool("app").unwrap();
+    let load = Load::start(
+        p.local_addr("main").unwrap(),
+        4,
+        Duration::from_micros(100),
+        100_000,
+        Duration::from_secs(60),
+    );
+    progress(&[&a, &b], 10).await;
+    let mut changes = 0;
+    while changes < 40_000 {
+        pool.remove_backend(b.addr).unwrap();
+        pool.add_backend(BackendSpec::new(b.addr)).unwrap();
+        changes += 2;
+        if changes % 2_000 == 0 {
+            // Let requests run between bursts of changes.
+            progress(&[&a], 1).await;
+        }
+    }
+    let rep = load.finish().await;
+    assert_eq!((rep.failed, rep.refused), (0, 0), "{rep:?}");
+    assert!(rep.ok >= 10, "{rep:?}");
+    p.shutdown().await;
+}

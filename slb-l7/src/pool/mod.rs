@@ -242,6 +242,10 @@ pub(crate) enum Passive {
     Failure,
 }
 
+/// Picks on a fresh scheduler when the one loaded was replaced while picking (a backend list
+/// changing several times within one pick).
+const PICK_ATTEMPTS: usize = 3;
+
 impl Pool {
     /// A pool with `backends`; with `prev`, one taking over `prev`'s scheduler runtime state
     /// (a reload changed the pool's settings).
@@ -507,9 +511,16 @@ impl Pool {
             tokens.insert(slot.token, m.id);
             next.insert(m.id, slot);
         }
-        self.slots.store(Arc::new(next));
+        // A pick on the scheduler being replaced must still find its backend's slot, and one on
+        // the new scheduler must find the new backends' slots: publish both sets, rebuild, and
+        // only then drop the slots of removed backends ([`Pool::pick`] picks again on the new
+        // scheduler when a slot is missing).
+        let mut both: HashMap<BackendId, Arc<BackendSlot>> = (**slots).clone();
+        both.extend(next.iter().map(|(id, slot)| (*id, slot.clone())));
+        self.slots.store(Arc::new(both));
         self.tokens.store(Arc::new(tokens));
         self.rebuild(st, now);
+        self.slots.store(Arc::new(next));
     }
 
     /// Builds the scheduler's view from the members. Called with the state locked.
@@ -605,11 +616,17 @@ impl Pool {
             }
         }
         let ctx = PickContext { hash, now: self.now(), ..PickContext::default() };
-        let id_index = pick_untried(sched.as_ref().as_ref(), &ctx, tried)?;
-        let set = sched.backends();
-        let runtime = set.runtime(id_index.1).clone();
-        let slot = self.slots.load().get(&id_index.0).cloned().ok_or(PickError::NoBackend)?;
-        Ok((slot, runtime))
+        let mut sched = sched;
+        for _ in 0..PICK_ATTEMPTS {
+            let (id, i) = pick_untried(sched.as_ref().as_ref(), &ctx, tried)?;
+            if let Some(slot) = self.slots.load().get(&id) {
+                return Ok((slot.clone(), sched.backends().runtime(i).clone()));
+            }
+            // The backend was removed after this scheduler was loaded: its successor is in
+            // place by now (see `apply`), so pick again on it.
+            sched = self.selector.load();
+        }
+        Err(PickError::NoBackend)
     }
 
     /// What the request says about stickiness (nothing when the pool has none).
