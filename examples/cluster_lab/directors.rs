@@ -78,6 +78,8 @@ fn config(topo: &Topology, mode: Mode, i: usize) -> String {
         r#"[director]
 link = "batched"
 local_addresses = {locals}
+sessions = 262144
+preallocate = true
 
 [[port]]
 interface = "eth0"

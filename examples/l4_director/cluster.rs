@@ -43,9 +43,9 @@ pub(crate) fn start(
     if let Some(n) = s.dead_after {
         cfg.peer_dead_after = n;
     }
-    if let Some(n) = s.known_capacity {
-        cfg.known_capacity = n;
-    }
+    let table = fwd.config().table;
+    cfg.known_capacity =
+        s.known_capacity.unwrap_or(if table.preallocate { table.capacity } else { 0 });
     if let Some(r) = s.resync {
         cfg.resync_on_start = r;
     }

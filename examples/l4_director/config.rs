@@ -33,6 +33,11 @@ pub(crate) struct DirectorSection {
     pub(crate) strict_tcp: bool,
     pub(crate) expire_nodest_conn: bool,
     pub(crate) local_addresses: Vec<IpAddr>,
+    /// Most sessions (half of them at most half-open).
+    pub(crate) sessions: usize,
+    /// Reserve the session table's memory at start (advised for huge pages) instead of growing
+    /// it; with `[sync]`, the sync engine's table is presized alike.
+    pub(crate) preallocate: bool,
 }
 
 impl Default for DirectorSection {
@@ -44,6 +49,8 @@ impl Default for DirectorSection {
             strict_tcp: true,
             expire_nodest_conn: false,
             local_addresses: Vec::new(),
+            sessions: 1 << 20,
+            preallocate: false,
         }
     }
 }
@@ -225,7 +232,8 @@ pub(crate) struct SyncSection {
     /// After SIGTERM, keep forwarding this long with sync stopped, so that peers take over the
     /// addresses first (default: the liveness timeout plus 300 ms).
     pub(crate) drain_ms: Option<u64>,
-    /// Sessions the sync engine reserves room for up front (default 0: grow on demand). A
+    /// Sessions the sync engine reserves room for up front (default: `director.sessions` when
+    /// `director.preallocate`, else 0: grow on demand). A
     /// table that grows rehashes in one step, a pause of tens of milliseconds at hundreds of
     /// thousands of sessions that shows in the replication lag (BENCHMARKS.md, slb-sync).
     pub(crate) known_capacity: Option<usize>,

@@ -18,6 +18,8 @@
 //! strict_tcp = true
 //! expire_nodest_conn = false
 //! local_addresses = ["10.0.2.100"]   # FULLNAT pool
+//! sessions = 1048576        # session table capacity (half of it at most half-open)
+//! preallocate = false       # reserve it at start, huge pages advised (recommended in production)
 //!
 //! [[port]]                  # port 0, 1, ... in this order; addresses/MAC read from the system
 //! interface = "lb-c"
@@ -62,7 +64,8 @@
 //! heartbeat_ms = 100        # peers are down after dead_after missed heartbeats
 //! dead_after = 3
 //! # threshold = 3; period = 50; resync = true; drain_ms = (liveness timeout + 300 ms)
-//! # known_capacity = 0      # sessions to reserve room for up front (0: grow on demand)
+//! # known_capacity = N      # sync table presized for N sessions (default: director.sessions
+//!                           # with preallocate, else 0: grow on demand)
 //! [[sync.takeover]]         # FULLNAT: each director's local addresses, homed on it
 //! home = 1
 //! addresses = ["10.0.2.100"]
@@ -111,12 +114,22 @@ struct Args {
 
 fn build(cfg: &Config) -> Result<(Forwarder, Vec<BoxLink>)> {
     let d = &cfg.director;
-    let fcfg = ForwarderConfig {
+    let mut fcfg = ForwarderConfig {
         strict_tcp: d.strict_tcp,
         expire_nodest_conn: d.expire_nodest_conn,
         ..ForwarderConfig::default()
     };
+    fcfg.table.capacity = d.sessions.max(1);
+    fcfg.table.max_half_open = (d.sessions / 2).max(1);
+    fcfg.table.preallocate = d.preallocate;
     let mut fwd = Forwarder::new(fcfg);
+    if d.preallocate {
+        let advised = slb_l4::link::advise_huge_pages(&fwd.sessions().memory_regions());
+        eprintln!(
+            "session table: {} sessions reserved, {advised} bytes advised for huge pages",
+            d.sessions
+        );
+    }
     let mut links: Vec<BoxLink> = Vec::new();
     for p in &cfg.port {
         let (mac, addrs) = interface_info(&p.interface)?;
