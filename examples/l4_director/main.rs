@@ -122,6 +122,11 @@ fn build(cfg: &Config) -> Result<(Forwarder, Vec<BoxLink>)> {
     fcfg.table.capacity = d.sessions.max(1);
     fcfg.table.max_half_open = (d.sessions / 2).max(1);
     fcfg.table.preallocate = d.preallocate;
+    // The session table's internal hash is this process's own: a random key, so that nobody can
+    // aim a flood of flows at one of its buckets (schedulers keep the cluster-wide key).
+    let mut seed = [0u8; 16];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("random hash key: {e}"))?;
+    fcfg.table.hash_key = slb::core::flow::HashKey::from_bytes(seed);
     let mut fwd = Forwarder::new(fcfg);
     if d.preallocate {
         let advised = slb_l4::link::advise_huge_pages(&fwd.sessions().memory_regions());
