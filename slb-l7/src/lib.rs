@@ -67,5 +67,5 @@ mod upstream;
 
 pub use metrics::BackendStats;
 pub use server::{
-    ListenerStats, Proxy, ProxyBuilder, ProxyHandle, ReloadSummary, RunningProxy, Workers,
+    ListenerStats, Proxy, ProxyBuilder, ProxyHandle, ReloadSummary, RunningProxy, Serving, Workers,
 };

@@ -199,27 +199,27 @@ impl ProxyHandle {
     }
 }
 
-/// A proxy running on its own worker threads ([`Proxy::start_workers`](crate::Proxy::start_workers)).
+/// What a started proxy serves on: its listeners' addresses, the status and admin endpoints,
+/// the listening sockets (for an upgrade) and the handle to its pools. [`Workers`] and
+/// [`RunningProxy`] dereference to it.
 #[derive(Debug)]
-pub struct Workers {
+pub struct Serving {
     handle: ProxyHandle,
     addrs: Vec<(String, SocketAddr)>,
     status_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     sockets: ListeningSockets,
-    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-impl Workers {
+impl Serving {
     pub(crate) fn new(
         handle: ProxyHandle,
         addrs: Vec<(String, SocketAddr)>,
         status_addr: Option<SocketAddr>,
         admin_addr: Option<SocketAddr>,
         sockets: ListeningSockets,
-        threads: Vec<std::thread::JoinHandle<()>>,
     ) -> Self {
-        Workers { handle, addrs, status_addr, admin_addr, sockets, threads }
+        Serving { handle, addrs, status_addr, admin_addr, sockets }
     }
 
     /// The bound address of the listener named `name`.
@@ -253,20 +253,44 @@ impl Workers {
         &self.sockets
     }
 
-    /// Stops accepting (see [`Workers::shutdown_graceful`]); the workers keep serving the
-    /// connections they have.
+    /// Stops accepting; the connections in progress go on.
     pub fn stop_accepting(&self) {
         self.handle.stop_accepting();
+    }
+
+    /// The first step of a graceful shutdown: stops accepting and closes our duplicates of the
+    /// listening sockets, so that (unless a new process took them over) new connections are
+    /// refused instead of queueing where nobody accepts.
+    fn close_listeners(&mut self) {
+        self.handle.stop_accepting();
+        self.sockets = ListeningSockets::default();
+    }
+}
+
+/// A proxy running on its own worker threads ([`Proxy::start_workers`](crate::Proxy::start_workers)).
+#[derive(Debug)]
+pub struct Workers {
+    serving: Serving,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for Workers {
+    type Target = Serving;
+    fn deref(&self) -> &Serving {
+        &self.serving
+    }
+}
+
+impl Workers {
+    pub(crate) fn new(serving: Serving, threads: Vec<std::thread::JoinHandle<()>>) -> Self {
+        Workers { serving, threads }
     }
 
     /// Graceful shutdown: stops accepting, lets requests in flight finish for up to `timeout`,
     /// then stops every worker. Returns the connections that were still open.
     pub fn shutdown_graceful(mut self, timeout: Duration) -> usize {
-        self.handle.stop_accepting();
-        // Our duplicates of the listening sockets close now: unless a new process took them
-        // over, new connections are refused instead of queueing where nobody accepts.
-        self.sockets = ListeningSockets::default();
-        let left = self.handle.wait_drained_blocking(timeout);
+        self.serving.close_listeners();
+        let left = self.serving.handle.wait_drained_blocking(timeout);
         self.shutdown();
         left
     }
@@ -274,8 +298,8 @@ impl Workers {
     /// Stops every worker at once (their runtimes end, dropping open connections) and waits
     /// for them.
     pub fn shutdown(self) {
-        self.handle.stop();
-        drop(self.sockets);
+        self.serving.handle.stop();
+        drop(self.serving);
         for t in self.threads {
             let _ = t.join();
         }
@@ -285,76 +309,35 @@ impl Workers {
 /// A proxy that is serving on the caller's runtime ([`Proxy::start`](crate::Proxy::start)).
 #[derive(Debug)]
 pub struct RunningProxy {
-    handle: ProxyHandle,
-    addrs: Vec<(String, SocketAddr)>,
-    status_addr: Option<SocketAddr>,
-    admin_addr: Option<SocketAddr>,
-    sockets: ListeningSockets,
+    serving: Serving,
     tasks: Vec<JoinHandle<()>>,
 }
 
+impl std::ops::Deref for RunningProxy {
+    type Target = Serving;
+    fn deref(&self) -> &Serving {
+        &self.serving
+    }
+}
+
 impl RunningProxy {
-    pub(crate) fn new(
-        handle: ProxyHandle,
-        addrs: Vec<(String, SocketAddr)>,
-        status_addr: Option<SocketAddr>,
-        admin_addr: Option<SocketAddr>,
-        sockets: ListeningSockets,
-        tasks: Vec<JoinHandle<()>>,
-    ) -> Self {
-        RunningProxy { handle, addrs, status_addr, admin_addr, sockets, tasks }
-    }
-
-    /// The bound address of the listener named `name`.
-    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
-    }
-
-    /// Bound addresses of all listeners, in configuration order.
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.addrs.iter().map(|(_, a)| *a).collect()
-    }
-
-    /// The status endpoint's bound address.
-    pub fn status_addr(&self) -> Option<SocketAddr> {
-        self.status_addr
-    }
-
-    /// The admin API's bound address.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
-    }
-
-    /// A handle to the pools.
-    pub fn handle(&self) -> ProxyHandle {
-        self.handle.clone()
-    }
-
-    /// The listening sockets, for handing over to a new process.
-    pub fn sockets(&self) -> &ListeningSockets {
-        &self.sockets
-    }
-
-    /// Stops accepting; connections in progress go on.
-    pub fn stop_accepting(&self) {
-        self.handle.stop_accepting();
+    pub(crate) fn new(serving: Serving, tasks: Vec<JoinHandle<()>>) -> Self {
+        RunningProxy { serving, tasks }
     }
 
     /// Graceful shutdown: stops accepting, lets requests in flight finish for up to `timeout`,
     /// then stops. Returns the connections that were still open.
     pub async fn shutdown_graceful(mut self, timeout: Duration) -> usize {
-        self.handle.stop_accepting();
-        // As in `Workers::shutdown_graceful`: refuse rather than queue.
-        self.sockets = ListeningSockets::default();
-        let left = self.handle.wait_drained(timeout).await;
+        self.serving.close_listeners();
+        let left = self.serving.handle.wait_drained(timeout).await;
         self.shutdown().await;
         left
     }
 
     /// Stops accepting and stops background tasks (connections in progress finish on their own).
     pub async fn shutdown(self) {
-        self.handle.stop();
-        drop(self.sockets);
+        self.serving.handle.stop();
+        drop(self.serving);
         for t in self.tasks {
             let _ = t.await;
         }

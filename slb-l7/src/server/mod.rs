@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub(crate) use build::BuildContext;
-pub use handle::{ListenerStats, ProxyHandle, RunningProxy, Workers};
+pub use handle::{ListenerStats, ProxyHandle, RunningProxy, Serving, Workers};
 pub use reload::ReloadSummary;
 
 use crate::config::{Config, ConfigError, ConfigOverrides};
@@ -488,7 +488,7 @@ impl Proxy {
         let handle = ProxyHandle { shared: self.shared.clone() };
         *self.shared.background.lock() = Some((tokio::runtime::Handle::current(), rx.clone()));
         tasks.extend(spawn_background(&handle, self.discovery, status, admin, &rx));
-        Ok(RunningProxy::new(handle, addrs, status_addr, admin_addr, exported, tasks))
+        Ok(RunningProxy::new(Serving::new(handle, addrs, status_addr, admin_addr, exported), tasks))
     }
 
     /// The status and admin sockets (inherited or new).
@@ -575,7 +575,7 @@ impl Proxy {
             })?;
             threads.push(t);
         }
-        Ok(Workers::new(handle, addrs, status_addr, admin_addr, exported, threads))
+        Ok(Workers::new(Serving::new(handle, addrs, status_addr, admin_addr, exported), threads))
     }
 }
 
