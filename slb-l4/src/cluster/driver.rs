@@ -22,12 +22,15 @@ use std::time::Duration;
 
 use slb_core::time::{Clock, Instant};
 use slb_sync::transport::{DriverStatus, SyncHandle, Transport, spawn};
-use slb_sync::{Engine, Event, SessionEvent};
+use slb_sync::{Engine, Event, PeerInfo, SessionEvent};
 
 use super::{Cluster, Followup};
 use crate::frame::FrameBuf;
 use crate::fwd::{Forwarder, PEER_SESSION, PortId};
 use slb_core::session::ConnState;
+
+/// A per-peer Prometheus gauge: name, help, value.
+type PeerGauge = (&'static str, &'static str, fn(&PeerInfo) -> bool);
 
 /// How often the monitor thread asks the engine for its peers and readiness.
 const STATUS_EVERY: Duration = Duration::from_millis(50);
@@ -312,29 +315,21 @@ impl ClusterDriver {
                 e.resync_completed,
             );
         }
-        let _ = writeln!(
-            s,
-            "# HELP slb_cluster_peer_alive Peer heartbeats arriving.\n# TYPE slb_cluster_peer_alive gauge"
-        );
-        for p in status.iter().flat_map(|d| d.peers.iter()) {
-            let _ = writeln!(
-                s,
-                "slb_cluster_peer_alive{{node=\"{}\"}} {}",
-                p.node.0,
-                u64::from(p.alive)
-            );
-        }
-        let _ = writeln!(
-            s,
-            "# HELP slb_cluster_peer_joining Peer still receiving its table.\n# TYPE slb_cluster_peer_joining gauge"
-        );
-        for p in status.iter().flat_map(|d| d.peers.iter()) {
-            let _ = writeln!(
-                s,
-                "slb_cluster_peer_joining{{node=\"{}\"}} {}",
-                p.node.0,
-                u64::from(p.joining)
-            );
+        let peer_gauges: [PeerGauge; 2] = [
+            ("peer_alive", "Peer heartbeats arriving.", |p| p.alive),
+            ("peer_joining", "Peer still receiving its table.", |p| p.joining),
+        ];
+        for (name, help, value) in peer_gauges {
+            let _ =
+                writeln!(s, "# HELP slb_cluster_{name} {help}\n# TYPE slb_cluster_{name} gauge");
+            for p in status.iter().flat_map(|d| d.peers.iter()) {
+                let _ = writeln!(
+                    s,
+                    "slb_cluster_{name}{{node=\"{}\"}} {}",
+                    p.node.0,
+                    u64::from(value(p))
+                );
+            }
         }
         let _ = writeln!(
             s,
