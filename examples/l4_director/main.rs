@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo run --release --example l4_director -- --config director.toml
-//! # the harness: LINK=batched|ring|pnet selects the link (default batched)
+//! # the harness: LINK=batched|ring|xdp|pnet selects the link (default batched)
 //! CANDIDATE_CMD="LINK=batched target/release/examples/l4_director" shared/bench/l4-compare.sh
 //! ```
 //!
@@ -13,6 +13,9 @@
 //! ```toml
 //! [director]
 //! link = "batched"          # batched (recvmmsg/sendmmsg) | ring (TPACKET_V3 rx) | pnet
+//!                           # | xdp (AF_XDP: IPv4 data path in an XDP socket, the rest via
+//!                           #   the kernel and a packet socket; the interface's own
+//!                           #   addresses stay with the kernel)
 //! batch = 64
 //! stats_every_secs = 10     # print ipvsadm-style counters to stderr (0: never)
 //! strict_tcp = true
@@ -100,7 +103,7 @@ use slb::l4::fwd::{
     Route, ServiceConfig,
 };
 use slb::l4::health::{HttpProbe, Monitor, TcpConnectProbe, spawn_prober};
-use slb::l4::link::{AfPacketLink, PnetLink};
+use slb::l4::link::{AfPacketLink, PnetLink, XdpConfig, XdpLink};
 
 use config::{Config, fmt_mac, from_harness_env, parse_mac};
 
@@ -149,7 +152,14 @@ fn build(cfg: &Config) -> Result<(Forwarder, Vec<BoxLink>)> {
             "pnet" => Box::new(PnetLink::open(&p.interface, 8 << 20)?),
             "batched" => Box::new(AfPacketLink::open(&p.interface, d.batch, 8 << 20)?),
             "ring" => Box::new(AfPacketLink::open_ring(&p.interface, d.batch, 8 << 20, 16 << 20)?),
-            other => bail!("unknown link {other:?} (batched, ring, pnet)"),
+            "xdp" | "xdp-generic" => {
+                let generic = d.link == "xdp-generic";
+                Box::new(XdpLink::open(
+                    &p.interface,
+                    &XdpConfig { generic, ..XdpConfig::default() },
+                )?)
+            }
+            other => bail!("unknown link {other:?} (batched, ring, xdp, pnet)"),
         };
         links.push(link);
     }

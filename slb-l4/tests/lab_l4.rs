@@ -2,7 +2,7 @@
 //! network namespace) between real kernel TCP/UDP peers in network namespaces: curl to nginx,
 //! a 20 MB byte-exact download and UDP, in NAT, FULLNAT (the server's capture of the SYN and
 //! handshake ACK carries the client address in TOA) and DR, with the pnet link and the batched
-//! link (recvmmsg/sendmmsg, and with a TPACKET_V3 receive ring); and a real server killed: new connections go to the other within the health check's
+//! link (recvmmsg/sendmmsg, and with a TPACKET_V3 receive ring) and the AF_XDP link; and a real server killed: new connections go to the other within the health check's
 //! fall time. Skips with `LAB-SKIPPED: <name>` when not root.
 //!
 //! ```text
@@ -30,17 +30,19 @@ use slb_l4::frame::FrameBuf;
 use slb_l4::fwd::{Forwarder, ForwarderConfig, Mode, PortConfig, ServiceConfig};
 use slb_l4::health::{Monitor, TcpConnectProbe, spawn_prober};
 use slb_l4::lab::{Lab, Netns, in_netns, skip_unless_root, wait_until};
-use slb_l4::link::{AfPacketLink, Link, PnetLink};
+use slb_l4::link::{AfPacketLink, Link, LinkStats, PnetLink, XdpConfig, XdpLink};
 use slb_l4::wire::{self, Kind};
 
 const VIP: &str = "10.0.0.100";
 const BIG: usize = 20 << 20;
+const LINKS: [LinkKind; 4] = [LinkKind::Pnet, LinkKind::Batched, LinkKind::Ring, LinkKind::Xdp];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum LinkKind {
     Pnet,
     Batched,
     Ring,
+    Xdp,
 }
 
 fn open(kind: LinkKind, ifname: &str) -> BoxLink {
@@ -52,6 +54,7 @@ fn open(kind: LinkKind, ifname: &str) -> BoxLink {
         LinkKind::Ring => {
             Box::new(AfPacketLink::open_ring(ifname, 64, 4 << 20, 4 << 20).expect("ring link"))
         }
+        LinkKind::Xdp => Box::new(XdpLink::open(ifname, &XdpConfig::default()).expect("xdp link")),
     }
 }
 
@@ -72,12 +75,14 @@ impl Drop for Threads {
 
 struct World {
     // Dropped first: in-process threads stop before the namespaces go.
-    _threads: Threads,
+    threads: Threads,
     lab: Lab,
     c: Netns,
     servers: Vec<Netns>,
     nginx: Vec<slb_l4::lab::Proc>,
     dir: PathBuf,
+    /// The director's link counters, stored when its loop ends.
+    link_stats: Arc<std::sync::Mutex<Vec<LinkStats>>>,
 }
 
 fn work_dir(tag: &str) -> PathBuf {
@@ -216,6 +221,8 @@ fn world(mode: Mode, link: LinkKind, health: Option<HealthConfig>) -> World {
     ];
     let ports: Vec<&'static str> = if dr { vec!["lb-s"] } else { vec!["lb-c", "lb-s"] };
     let stop2 = Arc::clone(&stop);
+    let link_stats = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stats_out = Arc::clone(&link_stats);
     let director = in_netns(lb.name(), move || {
         let mut fwd = Forwarder::new(ForwarderConfig::default());
         let mut links = Vec::new();
@@ -260,14 +267,32 @@ fn world(mode: Mode, link: LinkKind, health: Option<HealthConfig>) -> World {
             d.run(&stop2).expect("director loop");
             eprint!("{}", d.forwarder().report().ipvsadm());
             eprintln!("{:?}", d.forwarder().stats());
+            *stats_out.lock().unwrap() = d.link_stats();
         })
     })
     .unwrap();
     handles.push(director);
-    World { _threads: Threads { stop, handles }, lab, c, servers: vec![s1, s2], nginx, dir }
+    World {
+        threads: Threads { stop, handles },
+        lab,
+        c,
+        servers: vec![s1, s2],
+        nginx,
+        dir,
+        link_stats,
+    }
 }
 
 impl World {
+    /// Stops the director (and the other in-process threads); returns its links' counters.
+    fn stop_director(&mut self) -> Vec<LinkStats> {
+        self.threads.stop.store(true, Ordering::Relaxed);
+        for h in self.threads.handles.drain(..) {
+            let _ = h.join();
+        }
+        std::mem::take(&mut *self.link_stats.lock().unwrap())
+    }
+
     fn curl(&self, path: &str, out: Option<&Path>) -> std::io::Result<String> {
         let url = format!("http://{VIP}/{path}");
         let mut args = vec!["curl", "-sS", "--max-time", "20", "--connect-timeout", "3"];
@@ -350,7 +375,7 @@ fn modes_and_links(test: &str, f: impl Fn(Mode, LinkKind)) {
     if skip_unless_root(test) {
         return;
     }
-    for link in [LinkKind::Pnet, LinkKind::Batched, LinkKind::Ring] {
+    for link in LINKS {
         for mode in [Mode::Nat, Mode::FullNat, Mode::Dr] {
             eprintln!("--- {test}: {mode:?} over {link:?}");
             f(mode, link);
@@ -361,7 +386,7 @@ fn modes_and_links(test: &str, f: impl Fn(Mode, LinkKind)) {
 #[test]
 fn lab_l4_curl_20mb_and_udp_in_every_mode_and_link() {
     modes_and_links("lab_l4_curl_20mb_and_udp_in_every_mode_and_link", |mode, link| {
-        let w = world(mode, link, None);
+        let mut w = world(mode, link, None);
         let cap_stop = Arc::new(AtomicBool::new(false));
         let caps: Vec<_> = if mode == Mode::FullNat {
             w.servers.iter().map(|s| capture_toa(s, Arc::clone(&cap_stop))).collect()
@@ -405,6 +430,15 @@ fn lab_l4_curl_20mb_and_udp_in_every_mode_and_link() {
                 assert!(a.port() >= 1024);
             }
         }
+        let stats = w.stop_director();
+        if link == LinkKind::Xdp {
+            // The data path went through the AF_XDP sockets, not the side packet socket.
+            for s in &stats {
+                assert!(s.rx_fast * 10 >= s.rx_frames * 9, "{mode:?}: {s:?}");
+            }
+            let fast: u64 = stats.iter().map(|s| s.rx_fast).sum();
+            assert!(fast > 1000, "{mode:?}: {stats:?}");
+        }
     });
 }
 
@@ -424,7 +458,7 @@ fn lab_l4_killed_server_is_avoided_within_the_fall_time() {
         jitter: 0.0,
     };
     let fall_time = (hc.fast_interval + hc.timeout) * hc.fall + hc.interval;
-    for link in [LinkKind::Pnet, LinkKind::Batched, LinkKind::Ring] {
+    for link in LINKS {
         let mut w = world(Mode::Nat, link, Some(hc));
         for _ in 0..4 {
             w.curl("id", None).unwrap();

@@ -5,8 +5,8 @@
 //!   Link::send_batch(&[FrameBuf])     -> sent   (frames beyond `sent` were dropped, counted)
 //! ```
 //! Implementations: [`MemoryLink`] (in-process pairs, for tests and benches), the smoltcp
-//! adapter in [`crate::sim`] (feature `sim`), pnet's AF_PACKET channel and a batched AF_PACKET
-//! socket (feature `io`). Middlewares wrap any link: [`FaultInjector`] (seeded loss,
+//! adapter in [`crate::sim`] (feature `sim`), pnet's AF_PACKET channel, a batched AF_PACKET
+//! socket and an AF_XDP socket (feature `io`). Middlewares wrap any link: [`FaultInjector`] (seeded loss,
 //! duplication, corruption) and [`PcapWriter`] (a pcap trace of both directions).
 
 #[cfg(feature = "io")]
@@ -18,6 +18,8 @@ mod pcap;
 mod pnet;
 #[cfg(feature = "io")]
 pub(crate) mod sys;
+#[cfg(feature = "io")]
+mod xdp;
 
 #[cfg(feature = "io")]
 pub use afpacket::AfPacketLink;
@@ -26,6 +28,8 @@ pub use memory::MemoryLink;
 pub use pcap::PcapWriter;
 #[cfg(feature = "io")]
 pub use pnet::PnetLink;
+#[cfg(feature = "io")]
+pub use xdp::{XdpConfig, XdpLink};
 
 use std::io;
 
@@ -48,6 +52,9 @@ pub struct LinkStats {
     pub rx_frames: u64,
     /// Bytes received.
     pub rx_bytes: u64,
+    /// Of `rx_frames`, those that came through a kernel-bypass fast path ([`XdpLink`]'s AF_XDP
+    /// socket rather than its packet socket); 0 for the other links.
+    pub rx_fast: u64,
     /// Frames sent.
     pub tx_frames: u64,
     /// Bytes sent.

@@ -1,6 +1,8 @@
-//! The raw AF_PACKET system calls the real links need (feature `io`). All `unsafe` of the links
-//! is here, each block with its SAFETY argument.
+//! The raw AF_PACKET system calls the real links need (feature `io`), and in [`xdp`] the AF_XDP
+//! and BPF ones. All `unsafe` of the links is here, each block with its SAFETY argument.
 #![allow(unsafe_code)]
+
+pub(crate) mod xdp;
 
 use std::ffi::CString;
 use std::io;
@@ -564,5 +566,32 @@ mod tests {
         if std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
             assert!(n > 0, "THP is configured, yet the advice was refused");
         }
+    }
+}
+
+/// An epoll instance watching descriptors for readability: one descriptor that polls readable
+/// when any of them does (a link with two sockets hands this to the driver's poll).
+#[derive(Debug)]
+pub(crate) struct Epoll(OwnedFd);
+
+impl Epoll {
+    /// Watches `fds` (negative entries are skipped).
+    pub(crate) fn new(fds: &[RawFd]) -> io::Result<Self> {
+        // SAFETY: plain epoll_create1(2) call; on success we own the returned descriptor.
+        let ep = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: `ep` was just returned by epoll_create1 and is owned by nobody else.
+        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+        for &fd in fds.iter().filter(|&&fd| fd >= 0) {
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
+            // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+            check(unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
+        }
+        Ok(Epoll(ep))
+    }
+}
+
+impl AsRawFd for Epoll {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
     }
 }

@@ -1,0 +1,136 @@
+//! [`XdpLink`]: an AF_XDP link (feature `io`). A small XDP program steers the data path's
+//! frames (IPv4, not multicast, not for one of the host's own addresses) into an AF_XDP
+//! socket before the kernel builds a socket buffer for them: they never reach the IP stack and
+//! no packet socket copies them. Everything else (ARP, IPv6, multicast, the host's own
+//! traffic such as health probes and sync) passes to the kernel as usual and reaches the
+//! forwarder through a TPACKET_V3 packet socket beside it, so the link still sees every frame
+//! on the interface, like the AF_PACKET links. Frames go out through the AF_XDP transmit ring
+//! (one `sendto` per 32 frames, no qdisc).
+//!
+//! ```text
+//!   wire -> XDP program -> AF_XDP rx ring ------------------+
+//!                     \-> kernel (ARP, v6, own addrs) -> TPACKET_V3 ring -+-> recv_batch
+//!   send_batch -> AF_XDP tx ring -> sendto -> driver
+//! ```
+//! Copy mode (one copy each way, which the veth and most virtual drivers need); one receive
+//! queue (queue 0 by default: a multi-queue device's other queues fall back to the packet
+//! socket). The program is attached through a BPF link owned by this value: it is detached
+//! when the link is dropped or the process dies.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, RawFd};
+
+use super::sys::xdp::{self, Steering, Xsk};
+use super::sys::{self, Epoll};
+use super::{AfPacketLink, Link, LinkStats};
+use crate::frame::FrameBuf;
+
+/// Settings of an [`XdpLink`].
+#[derive(Clone, Debug)]
+pub struct XdpConfig {
+    /// The receive queue to attach to.
+    pub queue: u32,
+    /// Entries per AF_XDP ring (a power of two, >= 64); the UMEM holds twice as many frames.
+    pub ring: u32,
+    /// IPv4 addresses whose frames stay with the kernel. `None`: the interface's own
+    /// addresses at open time (the forwarder's VIPs and local addresses must not be assigned
+    /// to it, as with the other links).
+    pub kernel_addrs: Option<Vec<Ipv4Addr>>,
+    /// Bytes of the side packet socket's TPACKET_V3 ring (the slow path).
+    pub slow_ring_bytes: usize,
+    /// Run the program in the kernel's generic XDP hook (after the socket buffer is built)
+    /// even where the driver has a native one.
+    pub generic: bool,
+}
+
+impl Default for XdpConfig {
+    fn default() -> Self {
+        XdpConfig {
+            queue: 0,
+            ring: 2048,
+            kernel_addrs: None,
+            slow_ring_bytes: 1 << 20,
+            generic: false,
+        }
+    }
+}
+
+/// An AF_XDP socket plus a side packet socket for what the steering program leaves to the
+/// kernel.
+#[derive(Debug)]
+pub struct XdpLink {
+    // Field order matters for drop: the program is detached before the socket closes.
+    _steering: Steering,
+    xsk: Xsk,
+    slow: AfPacketLink,
+    epoll: Epoll,
+    /// Receive calls since the slow path was last read.
+    since_slow: u32,
+    stats: LinkStats,
+}
+
+/// The slow path is read at least every this many receive calls while the fast path is busy.
+const SLOW_EVERY: u32 = 16;
+
+impl XdpLink {
+    /// Opens interface `ifname`: attaches the steering program, binds the AF_XDP socket and
+    /// opens the side packet socket. Needs root (CAP_NET_ADMIN, CAP_BPF).
+    pub fn open(ifname: &str, cfg: &XdpConfig) -> io::Result<Self> {
+        let ifindex = sys::if_index(ifname)? as u32;
+        let kernel_addrs = match &cfg.kernel_addrs {
+            Some(a) => a.clone(),
+            None => xdp::if_ipv4_addrs(ifname)?,
+        };
+        // The side socket first, so that nothing the program passes is missed.
+        let slow = AfPacketLink::open_ring(ifname, 64, 1 << 20, cfg.slow_ring_bytes)?;
+        let xsk = Xsk::open(ifindex, cfg.queue, cfg.ring)?;
+        let steering = xdp::attach_steering(ifindex, cfg.queue, &xsk, &kernel_addrs, cfg.generic)?;
+        let epoll = Epoll::new(&[xsk.fd(), slow.poll_fd().unwrap_or(-1)])?;
+        Ok(XdpLink {
+            _steering: steering,
+            xsk,
+            slow,
+            epoll,
+            since_slow: 0,
+            stats: LinkStats::default(),
+        })
+    }
+}
+
+impl Link for XdpLink {
+    fn recv_batch(&mut self, bufs: &mut [FrameBuf]) -> io::Result<usize> {
+        let (mut n, oversize) = self.xsk.recv(bufs);
+        self.stats.rx_oversize += oversize as u64;
+        self.stats.rx_fast += n as u64;
+        self.since_slow += 1;
+        if n < bufs.len() || self.since_slow >= SLOW_EVERY {
+            self.since_slow = 0;
+            n += self.slow.recv_batch(&mut bufs[n..])?;
+        }
+        self.stats.rx_frames += n as u64;
+        self.stats.rx_bytes += bufs[..n].iter().map(|b| b.len() as u64).sum::<u64>();
+        Ok(n)
+    }
+
+    fn send_batch(&mut self, frames: &[FrameBuf]) -> io::Result<usize> {
+        let sent = self.xsk.send(frames)?;
+        self.stats.tx_frames += sent as u64;
+        self.stats.tx_bytes += frames[..sent].iter().map(|b| b.len() as u64).sum::<u64>();
+        self.stats.tx_dropped += (frames.len() - sent) as u64;
+        Ok(sent)
+    }
+
+    fn stats(&self) -> LinkStats {
+        let mut s = self.stats;
+        let x = self.xsk.statistics();
+        let slow = self.slow.stats();
+        s.rx_dropped = x.rx_dropped + x.rx_ring_full + x.rx_fill_ring_empty_descs + slow.rx_dropped;
+        s.rx_oversize += slow.rx_oversize;
+        s
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        Some(self.epoll.as_raw_fd())
+    }
+}
