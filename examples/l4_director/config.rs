@@ -38,6 +38,8 @@ pub(crate) struct DirectorSection {
     /// Reserve the session table's memory at start (advised for huge pages) instead of growing
     /// it; with `[sync]`, the sync engine's table is presized alike.
     pub(crate) preallocate: bool,
+    /// Receive coalescing in microseconds (DriverConfig::coalesce); 0: off.
+    pub(crate) coalesce_us: u64,
 }
 
 impl Default for DirectorSection {
@@ -51,6 +53,7 @@ impl Default for DirectorSection {
             local_addresses: Vec::new(),
             sessions: 1 << 20,
             preallocate: false,
+            coalesce_us: 50,
         }
     }
 }
@@ -178,6 +181,10 @@ pub(crate) fn from_harness_env() -> Result<Config> {
     Ok(Config {
         director: DirectorSection {
             link: std::env::var("LINK").unwrap_or_else(|_| "batched".into()),
+            coalesce_us: std::env::var("COALESCE_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             ..DirectorSection::default()
         },
         port: vec![

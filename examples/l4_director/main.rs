@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo run --release --example l4_director -- --config director.toml
-//! # the harness: LINK=batched|ring|xdp|pnet selects the link (default batched)
+//! # the harness: LINK=batched|ring|xdp|xdp-generic|pnet selects the link (default batched)
 //! CANDIDATE_CMD="LINK=batched target/release/examples/l4_director" shared/bench/l4-compare.sh
 //! ```
 //!
@@ -13,10 +13,13 @@
 //! ```toml
 //! [director]
 //! link = "batched"          # batched (recvmmsg/sendmmsg) | ring (TPACKET_V3 rx) | pnet
-//!                           # | xdp (AF_XDP: IPv4 data path in an XDP socket, the rest via
-//!                           #   the kernel and a packet socket; the interface's own
-//!                           #   addresses stay with the kernel)
+//!                           # | xdp (AF_XDP: the IPv4 data path in an XDP socket, the rest
+//!                           #   via the kernel and a packet socket; the interface's own
+//!                           #   addresses stay with the kernel) | xdp-generic (the same in
+//!                           #   the kernel's generic XDP hook)
 //! batch = 64
+//! coalesce_us = 50          # after a pass with < batch/4 frames, sleep this long so frames
+//!                           # gather (interrupt moderation; 0: off). Harness: COALESCE_US
 //! stats_every_secs = 10     # print ipvsadm-style counters to stderr (0: never)
 //! strict_tcp = true
 //! expire_nodest_conn = false
@@ -159,7 +162,7 @@ fn build(cfg: &Config) -> Result<(Forwarder, Vec<BoxLink>)> {
                     &XdpConfig { generic, ..XdpConfig::default() },
                 )?)
             }
-            other => bail!("unknown link {other:?} (batched, ring, xdp, pnet)"),
+            other => bail!("unknown link {other:?} (batched, ring, xdp, xdp-generic, pnet)"),
         };
         links.push(link);
     }
@@ -220,6 +223,7 @@ fn main() -> Result<()> {
     let dcfg = DriverConfig {
         batch: cfg.director.batch.max(1),
         print_stats: print,
+        coalesce: Duration::from_micros(cfg.director.coalesce_us),
         ..DriverConfig::default()
     };
     let mut director = Director::new(fwd, links, clock, dcfg);

@@ -42,11 +42,17 @@ pub struct DriverConfig {
     pub sweep_budget: usize,
     /// Print the counters (ipvsadm layout) to stderr this often, if set.
     pub print_stats: Option<Duration>,
+    /// Receive coalescing, like a NIC's interrupt moderation: after a pass that found fewer
+    /// than a quarter of a batch, the loop sleeps this long before the next one, so that at
+    /// moderate rates frames gather into bigger batches (fewer system calls, wake-ups and
+    /// transmit kicks per frame). Frames are never held: a pass forwards everything it read
+    /// before sleeping; those arriving meanwhile wait at most this long. Zero: off.
+    pub coalesce: Duration,
 }
 
 impl Default for DriverConfig {
     fn default() -> Self {
-        DriverConfig { batch: 64, sweep_budget: 4096, print_stats: None }
+        DriverConfig { batch: 64, sweep_budget: 4096, print_stats: None, coalesce: Duration::ZERO }
     }
 }
 
@@ -291,6 +297,12 @@ impl Director {
         let mut next_stats = self.cfg.print_stats.map(|d| self.now() + d);
         let mut next_metrics = self.now();
         let wait = if self.has_cluster() { Duration::from_millis(5) } else { HOUSEKEEPING };
+        let coalesce = self.cfg.coalesce;
+        if !coalesce.is_zero() {
+            // The default 50 µs timer slack would stretch a short sleep to several times its length.
+            sys::set_timer_slack(Duration::from_micros(5));
+        }
+        let few = (self.cfg.batch / 4).max(1);
         while !stop.load(Ordering::Relaxed) {
             let n = self.poll_once()?;
             let now = self.now();
@@ -315,7 +327,9 @@ impl Director {
                 eprintln!("links: {:?}", self.link_stats());
                 next_stats = Some(now + every);
             }
-            if n == 0 {
+            if n > 0 && n < few && !coalesce.is_zero() {
+                std::thread::sleep(coalesce);
+            } else if n == 0 {
                 if fds.len() == self.links.len() {
                     sys::poll_readable(&fds, wait.as_millis() as i32)?;
                 } else {

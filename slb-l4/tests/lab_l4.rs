@@ -247,7 +247,11 @@ fn world(mode: Mode, link: LinkKind, health: Option<HealthConfig>) -> World {
             fwd.add_service(s).unwrap();
         }
         let clock = Clock::with_origin(Instant::now());
-        let mut d = Director::new(fwd, links, clock, DriverConfig::default());
+        // The AF_XDP runs also exercise receive coalescing (the example's default).
+        let coalesce =
+            if link == LinkKind::Xdp { Duration::from_micros(50) } else { Duration::ZERO };
+        let dcfg = DriverConfig { coalesce, ..DriverConfig::default() };
+        let mut d = Director::new(fwd, links, clock, dcfg);
         if let Some(hc) = health {
             let targets: Vec<_> = d
                 .forwarder()

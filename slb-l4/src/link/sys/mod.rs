@@ -569,6 +569,22 @@ mod tests {
     }
 }
 
+/// Sets the calling thread's timer slack (how late the kernel may wake a sleep, 50 µs by
+/// default). Best effort.
+pub(crate) fn set_timer_slack(d: std::time::Duration) {
+    let ns = d.as_nanos().clamp(1, libc::c_ulong::MAX as u128) as libc::c_ulong;
+    // SAFETY: prctl(PR_SET_TIMERSLACK) takes a plain integer and touches no user memory.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_TIMERSLACK,
+            ns,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+}
+
 /// An epoll instance watching descriptors for readability: one descriptor that polls readable
 /// when any of them does (a link with two sockets hands this to the driver's poll).
 #[derive(Debug)]
