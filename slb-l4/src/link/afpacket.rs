@@ -74,16 +74,13 @@ impl Link for AfPacketLink {
             None => self.rx.recv(self.fd.as_raw_fd(), bufs, true)?,
         };
         self.stats.rx_oversize += oversize as u64;
-        self.stats.rx_frames += n as u64;
-        self.stats.rx_bytes += bufs[..n].iter().map(|b| b.len() as u64).sum::<u64>();
+        self.stats.count_rx(bufs, n);
         Ok(n)
     }
 
     fn send_batch(&mut self, frames: &[FrameBuf]) -> io::Result<usize> {
         let sent = self.tx.send(self.fd.as_raw_fd(), frames)?;
-        self.stats.tx_frames += sent as u64;
-        self.stats.tx_bytes += frames[..sent].iter().map(|b| b.len() as u64).sum::<u64>();
-        self.stats.tx_dropped += (frames.len() - sent) as u64;
+        self.stats.count_tx(frames, sent);
         Ok(sent)
     }
 

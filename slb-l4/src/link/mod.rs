@@ -67,6 +67,21 @@ pub struct LinkStats {
     pub tx_dropped: u64,
 }
 
+impl LinkStats {
+    /// Counts a received batch: `bufs[..n]` were filled.
+    pub fn count_rx(&mut self, bufs: &[FrameBuf], n: usize) {
+        self.rx_frames += n as u64;
+        self.rx_bytes += bufs[..n].iter().map(|b| b.len() as u64).sum::<u64>();
+    }
+
+    /// Counts a sent batch: `frames[..sent]` went out, the rest were dropped.
+    pub fn count_tx(&mut self, frames: &[FrameBuf], sent: usize) {
+        self.tx_frames += sent as u64;
+        self.tx_bytes += frames[..sent].iter().map(|b| b.len() as u64).sum::<u64>();
+        self.tx_dropped += (frames.len() - sent) as u64;
+    }
+}
+
 /// A source and sink of Ethernet frames, in batches.
 pub trait Link {
     /// Receives up to `bufs.len()` frames into `bufs` (each overwritten from its start, with

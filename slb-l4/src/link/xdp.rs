@@ -108,16 +108,13 @@ impl Link for XdpLink {
             self.since_slow = 0;
             n += self.slow.recv_batch(&mut bufs[n..])?;
         }
-        self.stats.rx_frames += n as u64;
-        self.stats.rx_bytes += bufs[..n].iter().map(|b| b.len() as u64).sum::<u64>();
+        self.stats.count_rx(bufs, n);
         Ok(n)
     }
 
     fn send_batch(&mut self, frames: &[FrameBuf]) -> io::Result<usize> {
         let sent = self.xsk.send(frames)?;
-        self.stats.tx_frames += sent as u64;
-        self.stats.tx_bytes += frames[..sent].iter().map(|b| b.len() as u64).sum::<u64>();
-        self.stats.tx_dropped += (frames.len() - sent) as u64;
+        self.stats.count_tx(frames, sent);
         Ok(sent)
     }
 
