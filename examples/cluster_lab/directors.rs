@@ -67,7 +67,7 @@ fn director_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn config(topo: &Topology, mode: Mode, i: usize) -> String {
+fn config(topo: &Topology, mode: Mode, i: usize, link: &str) -> String {
     let n = topo.directors.len();
     let reals: Vec<String> =
         (0..topo.servers.len()).map(|s| format!("\"{}:{VPORT}\"", topo::server_ip(s))).collect();
@@ -76,7 +76,7 @@ fn config(topo: &Topology, mode: Mode, i: usize) -> String {
         if mode == Mode::FullNat { format!("[\"{}\"]", topo::local_ip(i)) } else { "[]".into() };
     let mut c = format!(
         r#"[director]
-link = "batched"
+link = "{link}"
 local_addresses = {locals}
 sessions = 262144
 preallocate = true
@@ -174,7 +174,7 @@ pub(crate) fn start(
         DirectorKind::Slb => {
             let bin = director_binary()?;
             let cfg = dirs.dir.join(format!("d{}.toml", i + 1));
-            std::fs::write(&cfg, config(topo, mode, i))?;
+            std::fs::write(&cfg, config(topo, mode, i, &args.link))?;
             let log = dirs.dir.join(format!("d{}.log", i + 1));
             let p =
                 lab.spawn(d, &[bin.as_os_str(), "--config".as_ref(), cfg.as_os_str()], Some(&log))?;

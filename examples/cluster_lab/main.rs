@@ -65,6 +65,9 @@ struct Args {
     /// baseline that shows what is lost without session sync).
     #[arg(long, value_enum, default_value = "slb")]
     director: DirectorKind,
+    /// The slb directors' link (l4_director's `link`: batched, ring, xdp, xdp-generic, pnet).
+    #[arg(long, default_value = "batched")]
+    link: String,
     /// Stream for this long after the scenario's last action, to show the survivors keep going.
     #[arg(long, default_value_t = 3)]
     settle_secs: u64,
