@@ -92,6 +92,18 @@ impl<X> SessionTable<X> {
     /// burst overlap. `out[i]` receives the hint for `keys[i]` (for the shorter of the two
     /// slices); pass it with the same key to [`SessionTable::lookup_prepared`].
     pub fn prepare(&self, keys: &[FlowKey], out: &mut [Prepared]) {
+        self.prepare_inner(keys, out, false);
+    }
+
+    /// [`SessionTable::prepare`] for a caller that will also read the reverse key of the
+    /// sessions found by their forward key ([`EntryMut::reverse_key`]): that memory is fetched
+    /// with the rest of the burst.
+    pub fn prepare_with_reverse(&self, keys: &[FlowKey], out: &mut [Prepared]) {
+        self.prepare_inner(keys, out, true);
+    }
+
+    #[inline(always)]
+    fn prepare_inner(&self, keys: &[FlowKey], out: &mut [Prepared], with_rev: bool) {
         let hk = self.config.hash_key;
         let n = keys.len().min(out.len());
         let mut acc = 0u64;
@@ -123,7 +135,7 @@ impl<X> SessionTable<X> {
                 let slot = cand.map_or(0, |c| c.wrapping_add(1));
                 *o = Prepared { table: self.id, flags, slot, inserts: self.inserts };
             }
-            acc ^= self.touch(&packed, out, again);
+            acc ^= self.touch(&packed, out, again, with_rev);
             // Round three: reverse candidates and their slots.
             if again != 0 {
                 let mut m = again;
@@ -138,16 +150,23 @@ impl<X> SessionTable<X> {
                     out[i].slot = cand.map_or(0, |c| c + 1);
                     out[i].flags |= OUTBOUND;
                 }
-                acc ^= self.touch(&packed, out, 0);
+                acc ^= self.touch(&packed, out, 0, with_rev);
             }
         }
         black_box(acc);
     }
 
     /// Reads the candidate slots of `out` (and, for the keys flagged in `rev_buckets`, their
-    /// reverse home buckets) in one tight loop.
+    /// reverse home buckets) in one tight loop; with `with_rev`, the reverse keys and tags of
+    /// forward hits too.
     #[inline(always)]
-    fn touch(&self, packed: &[Packed; ROUND], out: &[Prepared], rev_buckets: u32) -> u64 {
+    fn touch(
+        &self,
+        packed: &[Packed; ROUND],
+        out: &[Prepared],
+        rev_buckets: u32,
+        with_rev: bool,
+    ) -> u64 {
         let mut acc = 0u64;
         for (i, (p, o)) in packed.iter().zip(out).enumerate() {
             acc ^= match *p {
@@ -159,6 +178,8 @@ impl<X> SessionTable<X> {
                 Packed::V6(_) if o.slot != 0 && o.flags & OUTBOUND != 0 => {
                     self.v6.touch_slot_rev(o.slot - 1)
                 }
+                Packed::V4(_) if o.slot != 0 && with_rev => self.v4.touch_slot_rev_tag(o.slot - 1),
+                Packed::V6(_) if o.slot != 0 && with_rev => self.v6.touch_slot_rev_tag(o.slot - 1),
                 Packed::V4(_) if o.slot != 0 => self.v4.touch_slot(o.slot - 1),
                 Packed::V6(_) if o.slot != 0 => self.v6.touch_slot(o.slot - 1),
                 _ => 0,
@@ -236,6 +257,9 @@ mod tests {
         ));
         let mut hints = vec![Prepared::default(); keys.len()];
         t.prepare(&keys, &mut hints);
+        let mut with_rev = vec![Prepared::default(); keys.len()];
+        t.prepare_with_reverse(&keys, &mut with_rev);
+        assert_eq!(hints, with_rev, "reading more memory changes no hint");
         for (i, (k, h)) in keys.iter().zip(&hints).enumerate() {
             let want = t.locate(k).map(|(_, idx, d)| (idx, d));
             let got = t.resolve(k, h).unwrap_or_else(|| panic!("key {i} {k}: hint {h:?} unused"));

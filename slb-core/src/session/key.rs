@@ -56,6 +56,7 @@ impl PackedKey for K4 {
         }
     }
 
+    #[inline]
     fn unpack(&self) -> FlowKey {
         FlowKey {
             proto: proto(self.proto),
@@ -124,6 +125,7 @@ impl PackedKey for K6 {
     }
 }
 
+#[inline]
 fn proto(n: u8) -> Protocol {
     // Keys are only built from `FlowKey`s, whose protocol numbers are all known.
     Protocol::from_number(n).unwrap_or(Protocol::Tcp)

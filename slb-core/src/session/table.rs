@@ -110,6 +110,13 @@ impl<K: PackedKey, X> Family<K, X> {
         self.touch_slot(idx) ^ u64::from(rev)
     }
 
+    /// [`Family::touch_slot_rev`], and the slot's tag (what [`EntryMut::reverse_key`] reads).
+    #[inline(always)]
+    fn touch_slot_rev_tag(&self, idx: u32) -> u64 {
+        let tag = self.tags.get(idx as usize).copied().unwrap_or(0);
+        self.touch_slot_rev(idx) ^ u64::from(tag)
+    }
+
     fn insert(&mut self, hk: &HashKey, fwd: K, rev: Option<K>, s: Session<X>) -> (u32, u32) {
         let (idx, last_gen) = match self.free.pop() {
             Some(free) => free,
@@ -171,10 +178,11 @@ impl<K: PackedKey, X> Family<K, X> {
             + self.rev.memory_bytes()
     }
 
-    fn regions(&self) -> [(*const u8, usize); 4] {
+    fn regions(&self) -> [(*const u8, usize); 5] {
         [
             (self.slots.as_ptr().cast(), self.slots.capacity() * size_of::<Option<Slot<K, X>>>()),
             (self.rev_keys.as_ptr().cast(), self.rev_keys.capacity() * size_of::<K>()),
+            (self.tags.as_ptr().cast(), self.tags.capacity() * 4),
             self.fwd.region(),
             self.rev.region(),
         ]
@@ -732,6 +740,21 @@ impl<X> EntryMut<'_, X> {
     #[inline]
     pub fn keys(&self) -> (FlowKey, Option<FlowKey>) {
         self.table.keys(self.fam, self.idx)
+    }
+
+    /// The forward key alone: read from the session's own slot (no other memory), unlike
+    /// [`EntryMut::keys`].
+    #[inline]
+    pub fn forward_key(&self) -> FlowKey {
+        fam!(self.table, self.fam, f => {
+            f.slots[self.idx as usize].as_ref().expect("live slot").fwd.unpack()
+        })
+    }
+
+    /// The reverse key alone, if the session has one.
+    #[inline]
+    pub fn reverse_key(&self) -> Option<FlowKey> {
+        fam!(self.table, self.fam, f => f.rev_of(self.idx).map(|r| r.unpack()))
     }
 
     /// Counts a packet in the matched direction and refreshes the idle timeout; returns the

@@ -223,11 +223,36 @@ fn a_session_re_entering_half_open_is_not_older_than_it_is() {
 }
 
 #[test]
+fn forward_key_and_reverse_key_are_the_two_halves_of_keys() {
+    let mut t = table(16, 16);
+    let now = Instant::ZERO;
+    let k6 = FlowKey::new(
+        Protocol::Udp,
+        "[2001:db8::1]:5000".parse().unwrap(),
+        "[2001:db8::100]:53".parse().unwrap(),
+    );
+    let s = || Session::new(BackendId(1), ConnState::Udp, now, ());
+    t.insert(now, key(1, 1), Some(rev(1, 1)), s()).unwrap();
+    t.insert(now, key(2, 1), None, s()).unwrap();
+    t.insert(now, k6, Some(k6.reversed()), s()).unwrap();
+    for (k, want) in [
+        (key(1, 1), (key(1, 1), Some(rev(1, 1)))),
+        (rev(1, 1), (key(1, 1), Some(rev(1, 1)))),
+        (key(2, 1), (key(2, 1), None)),
+        (k6.reversed(), (k6, Some(k6.reversed()))),
+    ] {
+        let e = t.lookup(&k, now).unwrap();
+        assert_eq!(e.keys(), want, "{k}");
+        assert_eq!((e.forward_key(), e.reverse_key()), want, "{k}");
+    }
+}
+
+#[test]
 fn memory_regions_cover_the_preallocated_storage() {
     let config = TableConfig { capacity: 10_000, preallocate: true, ..TableConfig::default() };
     let t: SessionTable<u64> = SessionTable::new(config);
     let regions = t.memory_regions();
-    assert_eq!(regions.len(), 4, "IPv4 slots, reverse keys, both indexes; nothing for IPv6");
+    assert_eq!(regions.len(), 5, "IPv4 slots, reverse keys, tags, both indexes; nothing for IPv6");
     let total: usize = regions.iter().map(|r| r.1).sum();
     assert!(total <= t.memory_bytes() && total * 10 >= t.memory_bytes() * 9, "{total}");
     assert!(SessionTable::<u64>::new(TableConfig::default()).memory_regions().is_empty());
