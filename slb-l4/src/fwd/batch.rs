@@ -17,7 +17,7 @@ use slb_core::time::Instant;
 
 use super::process::flow_key;
 use crate::frame::FrameBuf;
-use crate::fwd::{Forwarder, PortId, Verdict};
+use crate::fwd::{Forwarder, Mode, PortId, Verdict};
 use crate::wire::{self, Frag, Kind, Malformed, proto};
 
 /// Frames prepared together.
@@ -37,6 +37,9 @@ impl Forwarder {
     ) {
         let n = frames.len().min(verdicts.len());
         let our_mac = self.ports.get(usize::from(port.0)).map(|p| p.cfg.mac);
+        // Inbound FULLNAT packets read their session's reverse key (the local address): fetch
+        // it with the rest when there is such a service.
+        let with_rev = self.services.list.iter().any(|s| s.mode() == Mode::FullNat);
         let none = FlowKey::v4(Protocol::Udp, Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::UNSPECIFIED, 0);
         for (frames, verdicts) in frames[..n].chunks_mut(CHUNK).zip(verdicts[..n].chunks_mut(CHUNK))
         {
@@ -60,7 +63,11 @@ impl Forwarder {
                 }
             }
             let mut prepared = [Prepared::default(); CHUNK];
-            self.table.prepare(&keys[..nkeys], &mut prepared[..nkeys]);
+            if with_rev {
+                self.table.prepare_with_reverse(&keys[..nkeys], &mut prepared[..nkeys]);
+            } else {
+                self.table.prepare(&keys[..nkeys], &mut prepared[..nkeys]);
+            }
             let mut hints = [Prepared::default(); CHUNK];
             for (&i, p) in owner[..nkeys].iter().zip(&prepared) {
                 hints[usize::from(i)] = *p;

@@ -113,11 +113,17 @@ pub struct SessionData {
     pub client_mac: Mac,
     /// Port the client's frames arrive on.
     pub client_port: u8,
-    /// Free bits.
+    /// Bits: [`REV_SRC_IS_REAL`]; the others are free.
     pub flags: u8,
     /// The service.
     pub svc: u16,
 }
+
+/// [`SessionData::flags`] bit: the session's reverse key has the real server's address as its
+/// source, with the real's port (or, for a real of port 0, the forward key's destination port),
+/// so that an inbound NAT packet finds its new destination in the real server's record without
+/// reading the reverse key.
+pub const REV_SRC_IS_REAL: u8 = 0x01;
 
 /// Why a configuration call failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -12,10 +12,10 @@ use slb_core::time::Instant;
 
 use super::config::{Mac, Mode, PortId, ServiceId};
 use super::neigh;
-use super::rewrite::{Plan, Toa};
+use super::rewrite::{Ends, Plan, Toa, real_endpoint};
 use super::stats::DropReason;
 use super::sync::PEER_SESSION;
-use super::{Forwarder, Owned, SessionData, Verdict};
+use super::{Forwarder, Owned, REV_SRC_IS_REAL, SessionData, Verdict};
 use crate::frame::FrameBuf;
 use crate::wire::{self, Frag, IpMeta, Kind, Malformed, proto};
 
@@ -215,12 +215,31 @@ impl Forwarder {
         }
         let report = self.sync.reporting()
             && (next != state || (dir == Direction::Inbound && self.sync.count_matches(count)));
-        let snapshot = report.then(|| e.session().clone());
-        let (fwd, rev) = e.keys();
-        if let Some(s) = snapshot {
+        let snapshot = report.then(|| (e.session().clone(), e.keys()));
+        // The new addresses, from the one key the direction needs: found by its forward key
+        // (inbound), the packet's own key is the forward key and the reverse key gives the real
+        // server (and FULLNAT's local address), unless the session says that its reverse source
+        // is its real server's address; found by its reverse key (outbound), the forward key,
+        // in the session's own slot, gives the VIP (and FULLNAT's client).
+        let (ends, client) = match (dir, mode) {
+            (_, Mode::Dr) => (Ends::NONE, (m.src, m.sport)),
+            (Direction::Inbound, Mode::Nat) if ext.flags & REV_SRC_IS_REAL != 0 => {
+                let dst =
+                    self.reals.get(backend.0 as usize).map(|r| real_endpoint(r.addr, m.dport));
+                (Ends { src: None, dst }, (m.src, m.sport))
+            }
+            (Direction::Inbound, _) => {
+                (Ends::of(dir, mode, &key, e.reverse_key().as_ref()), (m.src, m.sport))
+            }
+            (Direction::Outbound, _) => {
+                let fwd = e.forward_key();
+                (Ends::of(dir, mode, &fwd, None), (fwd.src, fwd.src_port))
+            }
+        };
+        if let Some((s, (fwd, rev))) = snapshot {
             self.report_change(fwd, rev, &s, Some(state), mode);
         }
-        let plan = Plan { dir, mode, backend, svc, ext, fwd, rev, toa };
+        let plan = Plan { dir, mode, backend, svc, ext, ends, client, toa };
         self.forward(now, frame, m, plan)
     }
 
@@ -280,10 +299,12 @@ impl Forwarder {
         } else {
             ConnState::Udp
         };
+        // NAT and FULLNAT: the reverse key's source is the real server's address, with the
+        // real's port or else the flow's destination port.
         let ext = SessionData {
             client_mac: src_mac(frame.as_slice()),
             client_port: port.0,
-            flags: 0,
+            flags: if mode == Mode::Dr { 0 } else { REV_SRC_IS_REAL },
             svc: sid.0,
         };
         let to_real = |dst: IpAddr, dport: u16| FlowKey {
@@ -361,8 +382,10 @@ impl Forwarder {
         }
         let toa =
             if mode == Mode::FullNat && is_tcp && pure_syn(flags) { Toa::Syn } else { Toa::None };
+        let ends = Ends::of(Direction::Inbound, mode, &key, rev.as_ref());
+        let client = (key.src, key.src_port);
         let plan =
-            Plan { dir: Direction::Inbound, mode, backend, svc: sid.0, ext, fwd: key, rev, toa };
+            Plan { dir: Direction::Inbound, mode, backend, svc: sid.0, ext, ends, client, toa };
         self.forward(now, frame, m, plan)
     }
 }

@@ -38,12 +38,51 @@ pub(super) struct Plan {
     pub(super) backend: BackendId,
     pub(super) svc: u16,
     pub(super) ext: SessionData,
-    pub(super) fwd: FlowKey,
-    pub(super) rev: Option<FlowKey>,
+    /// The address changes.
+    pub(super) ends: Ends,
+    /// The client's address and port (the forward key's source).
+    pub(super) client: Endpoint,
     pub(super) toa: Toa,
 }
 
-type Endpoint = (IpAddr, u16);
+pub(super) type Endpoint = (IpAddr, u16);
+
+/// The new source and destination (address, port) of a packet; `None`: unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Ends {
+    pub(super) src: Option<Endpoint>,
+    pub(super) dst: Option<Endpoint>,
+}
+
+impl Ends {
+    pub(super) const NONE: Ends = Ends { src: None, dst: None };
+
+    /// The changes of a packet in direction `dir` of a `mode` session with keys `fwd`, `rev`
+    /// (inbound needs only `rev`, outbound only `fwd`).
+    #[inline]
+    pub(super) fn of(dir: Direction, mode: Mode, fwd: &FlowKey, rev: Option<&FlowKey>) -> Ends {
+        let (src, dst) = match (dir, mode, rev) {
+            (Direction::Inbound, Mode::Nat, Some(r)) => (None, Some((r.src, r.src_port))),
+            (Direction::Inbound, Mode::FullNat, Some(r)) => {
+                (Some((r.dst, r.dst_port)), Some((r.src, r.src_port)))
+            }
+            (Direction::Outbound, Mode::Nat, _) => (Some((fwd.dst, fwd.dst_port)), None),
+            (Direction::Outbound, Mode::FullNat, _) => {
+                (Some((fwd.dst, fwd.dst_port)), Some((fwd.src, fwd.src_port)))
+            }
+            _ => (None, None),
+        };
+        Ends { src, dst }
+    }
+}
+
+/// Where a flow to destination port `dport` goes on real server `real`: its address, with its
+/// port, or `dport` for a real of port 0 (the reverse key's source of a NAT or FULLNAT session
+/// marked [`REV_SRC_IS_REAL`](super::REV_SRC_IS_REAL)).
+#[inline]
+pub(super) fn real_endpoint(real: SocketAddr, dport: u16) -> Endpoint {
+    (real.ip(), if real.port() == 0 { dport } else { real.port() })
+}
 
 /// The next hop of a frame: a known MAC, or an address to resolve.
 #[derive(Clone, Copy, Debug)]
@@ -61,19 +100,7 @@ impl Forwarder {
         m: &IpMeta,
         plan: Plan,
     ) -> Verdict {
-        let Plan { dir, mode, backend, svc, ext, fwd, rev, toa } = plan;
-        // Address changes.
-        let (src, dst): (Option<Endpoint>, Option<Endpoint>) = match (dir, mode, rev) {
-            (Direction::Inbound, Mode::Nat, Some(r)) => (None, Some((r.src, r.src_port))),
-            (Direction::Inbound, Mode::FullNat, Some(r)) => {
-                (Some((r.dst, r.dst_port)), Some((r.src, r.src_port)))
-            }
-            (Direction::Outbound, Mode::Nat, _) => (Some((fwd.dst, fwd.dst_port)), None),
-            (Direction::Outbound, Mode::FullNat, _) => {
-                (Some((fwd.dst, fwd.dst_port)), Some((fwd.src, fwd.src_port)))
-            }
-            _ => (None, None),
-        };
+        let Plan { dir, mode, backend, svc, ext, ends: Ends { src, dst }, client, toa } = plan;
         // Egress port and next hop.
         let (out, hop) = match dir {
             Direction::Inbound => {
@@ -83,7 +110,7 @@ impl Forwarder {
                 };
                 (p, self.real_hop(backend, hop))
             }
-            Direction::Outbound => match self.client_hop(&ext, fwd.src) {
+            Direction::Outbound => match self.client_hop(&ext, client.0) {
                 Some(x) => x,
                 None => return self.count_drop(DropReason::NoRoute, Some(svc)),
             },
@@ -102,7 +129,7 @@ impl Forwarder {
             // The common case: IPv4, incremental checksums, no TOA.
             rewrite_v4(frame.as_mut_slice(), m, src, dst, dec_ttl);
         } else {
-            self.rewrite_general(frame, m, (src, dst), dec_ttl, full, toa, (out, fwd));
+            self.rewrite_general(frame, m, (src, dst), dec_ttl, full, toa, (out, client));
         }
         let inbound = dir == Direction::Inbound;
         if let Some(s) = self.services.list.get_mut(usize::from(svc)) {
@@ -124,12 +151,12 @@ impl Forwarder {
         dec_ttl: bool,
         full: bool,
         toa: Toa,
-        (out, fwd): (PortId, FlowKey),
+        (out, client): (PortId, Endpoint),
     ) {
         let mut m2 = rewrite_ip(frame.as_mut_slice(), m, src, dst, dec_ttl, full);
         if toa != Toa::None {
             let mtu = self.ports.get(usize::from(out.0)).map_or(1500, |p| p.cfg.mtu);
-            self.apply_toa(frame, &mut m2, toa, SocketAddr::new(fwd.src, fwd.src_port), mtu);
+            self.apply_toa(frame, &mut m2, toa, SocketAddr::new(client.0, client.1), mtu);
         } else if full {
             self.stats.csum_full += 1;
         }

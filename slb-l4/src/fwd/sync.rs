@@ -386,10 +386,13 @@ impl Forwarder {
             e.remove();
             self.sync.counters.reverse_reclaimed += 1;
         }
+        let real_is_rev_src = s.mode != Mode::Dr
+            && super::rewrite::real_endpoint(self.reals[backend.0 as usize].addr, key.dst_port)
+                == (s.real.ip(), s.real.port());
         let ext = SessionData {
             client_mac: mac.unwrap_or([0; 6]),
             client_port: client_port.0,
-            flags: 0,
+            flags: if real_is_rev_src { super::REV_SRC_IS_REAL } else { 0 },
             svc: sid.0,
         };
         let session = Session::new(backend, s.state, now, ext).with_expiry(s.expires);

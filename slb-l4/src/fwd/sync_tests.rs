@@ -233,3 +233,49 @@ fn quiet_adopted_and_released_addresses() {
     f.release_addr(local);
     assert!(f.answers(local), "release never drops the forwarder's own addresses");
 }
+
+#[test]
+fn a_peer_session_keeps_the_real_port_it_carries() {
+    // An all-ports service (port 0) on a real of port 0: a local flow goes to the client's
+    // destination port, found in the real's record (REV_SRC_IS_REAL); a session a peer installed
+    // with another port keeps that port, read from its reverse key.
+    use slb_core::sched::{SchedulerConfig, SchedulerKind};
+
+    use crate::fwd::ServiceConfig;
+    let mut f = craft::forwarder(Mode::Nat, ForwarderConfig::default());
+    let vip: IpAddr = "10.0.0.200".parse().unwrap();
+    let rr = SchedulerConfig::new(SchedulerKind::RoundRobin);
+    let svc = ServiceConfig::new(Protocol::Tcp, vip, 0, Mode::Nat, rr).with_real(sa("10.0.2.11:0"));
+    f.add_service(svc).unwrap();
+    let t = Instant::from_secs(1);
+    let seg = |client: &str, flag_bits: u8| {
+        FrameBuf::from_slice(&craft::tcp(
+            CLIENT_MAC,
+            PORT0_MAC,
+            sa(client),
+            sa("10.0.0.200:8080"),
+            flag_bits,
+            7,
+            &[],
+            b"",
+        ))
+    };
+    for fl in [SYN, ACK] {
+        let mut local = seg("10.0.1.2:40000", fl);
+        assert_eq!(f.process(t, &mut local, P0), Verdict::Forward(P1));
+        assert_eq!(endpoints(&local), (sa("10.0.1.2:40000"), sa("10.0.2.11:8080")));
+    }
+    let inst = SessionInstall {
+        forward: FlowKey::new(Protocol::Tcp, sa("10.0.1.3:40000"), sa("10.0.0.200:8080")),
+        real: sa("10.0.2.11:9090"),
+        local: None,
+        mode: Mode::Nat,
+        state: ConnState::Established,
+        expires: Instant::from_secs(100),
+        client_mac: None,
+    };
+    assert_eq!(f.install_session(t, &inst), Ok(Installed::New));
+    let mut synced = seg("10.0.1.3:40000", ACK);
+    assert_eq!(f.process(t, &mut synced, P0), Verdict::Forward(P1));
+    assert_eq!(endpoints(&synced), (sa("10.0.1.3:40000"), sa("10.0.2.11:9090")));
+}
