@@ -72,7 +72,22 @@ impl Forwarder {
             for (&i, p) in owner[..nkeys].iter().zip(&prepared) {
                 hints[usize::from(i)] = *p;
             }
+            let mut has_key = 0u32;
+            for &i in &owner[..nkeys] {
+                has_key |= 1 << i;
+            }
+            let mut k = 0;
             for (i, (f, v)) in frames.iter_mut().zip(verdicts.iter_mut()).enumerate() {
+                if has_key >> i & 1 == 1 {
+                    let key = &keys[k];
+                    k += 1;
+                    if let Ok(Kind::Ip(m)) = &kinds[i]
+                        && let Some(verdict) = self.fast_v4(now, f, port, m, key, hints[i])
+                    {
+                        *v = verdict;
+                        continue;
+                    }
+                }
                 *v = self.process_parsed(now, f, port, kinds[i], hints[i]);
             }
         }

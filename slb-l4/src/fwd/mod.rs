@@ -41,6 +41,7 @@
 
 mod batch;
 mod config;
+mod fast;
 mod icmp;
 mod neigh;
 mod process;

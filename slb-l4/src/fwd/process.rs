@@ -21,12 +21,12 @@ use crate::wire::{self, Frag, IpMeta, Kind, Malformed, proto};
 
 /// A SYN without ACK, RST or FIN: the only segment that opens a TCP session in strict mode.
 #[inline]
-fn pure_syn(f: TcpFlags) -> bool {
+pub(super) fn pure_syn(f: TcpFlags) -> bool {
     f.syn && !f.ack && !f.rst && !f.fin
 }
 
 #[inline]
-fn visibility(mode: Mode) -> Visibility {
+pub(super) fn visibility(mode: Mode) -> Visibility {
     if mode == Mode::Dr { Visibility::InboundOnly } else { Visibility::BothWays }
 }
 

@@ -10,6 +10,7 @@ use slb_core::time::Instant;
 
 use super::config::{Mac, Mode, PortId, UnknownCsum};
 use super::neigh;
+use super::service::Real;
 use super::stats::DropReason;
 use super::{Forwarder, SessionData, Verdict};
 use crate::frame::{CsumState, FrameBuf};
@@ -192,17 +193,9 @@ impl Forwarder {
     /// while the neighbour table is unchanged, or the address to resolve.
     #[inline]
     fn real_hop(&mut self, backend: BackendId, hop: IpAddr) -> Hop {
-        let gen_ = self.neigh.generation();
-        let Some(r) = self.reals.get_mut(backend.0 as usize) else { return Hop::Ip(hop) };
-        match r.hop_mac {
-            Some((g, ip, mac)) if g == gen_ && ip == hop => Hop::Mac(mac),
-            _ => match self.neigh.get(&hop) {
-                Some(mac) => {
-                    r.hop_mac = Some((gen_, hop, mac));
-                    Hop::Mac(mac)
-                }
-                None => Hop::Ip(hop),
-            },
+        match self.reals.get_mut(backend.0 as usize) {
+            Some(r) => real_hop(&self.neigh, r, hop),
+            None => Hop::Ip(hop),
         }
     }
 
@@ -304,6 +297,23 @@ impl Forwarder {
     }
 }
 
+/// [`Forwarder::real_hop`] of real server `r` (a function of the fields it needs, so that a
+/// caller holding a session entry may use it).
+#[inline]
+pub(super) fn real_hop(neigh: &neigh::Neighbours, r: &mut Real, hop: IpAddr) -> Hop {
+    let gen_ = neigh.generation();
+    match r.hop_mac {
+        Some((g, ip, mac)) if g == gen_ && ip == hop => Hop::Mac(mac),
+        _ => match neigh.get(&hop) {
+            Some(mac) => {
+                r.hop_mac = Some((gen_, hop, mac));
+                Hop::Mac(mac)
+            }
+            None => Hop::Ip(hop),
+        },
+    }
+}
+
 /// Sets the Ethernet destination and source.
 #[inline]
 pub(super) fn set_macs(f: &mut [u8], dst: Mac, src: Mac) {
@@ -384,7 +394,7 @@ pub(super) fn rewrite_ip(
 /// [`rewrite_ip`] of an IPv4 TCP or UDP packet with incremental checksums: the common case,
 /// in 32-bit arithmetic (every changed 16-bit word's `!old + new` summed, folded once).
 #[inline]
-fn rewrite_v4(
+pub(super) fn rewrite_v4(
     f: &mut [u8],
     m: &IpMeta,
     src: Option<(Ipv4Addr, u16)>,
