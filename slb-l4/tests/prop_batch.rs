@@ -3,15 +3,19 @@
 //! rewritten frame, every counter and the whole session table must agree. Batches repeat flows
 //! (a SYN and its retransmission, a new flow's second packet) and mix replies, junk and ARP, so
 //! that frames of a batch create and remove the sessions that later frames of the same batch
-//! look up with hints prepared before.
+//! look up with hints prepared before. Frames come with every checksum state a link reports
+//! (the batch step's fast path takes only complete ones), batches are spread in time so that
+//! sessions expire, and some runs report session changes (which the fast path leaves to the
+//! general step) or expire the sessions of a real server set down.
 
 use std::net::SocketAddr;
 
 use proptest::prelude::*;
+use slb_core::backend::{BackendId, BackendState};
 use slb_core::time::Instant;
 use slb_l4::craft::{self, CLIENT_MAC, PORT0_MAC, PORT1_MAC, REAL_MACS};
-use slb_l4::frame::FrameBuf;
-use slb_l4::fwd::{Forwarder, ForwarderConfig, Mode, PortId, Verdict};
+use slb_l4::frame::{CsumState, FrameBuf};
+use slb_l4::fwd::{ChangeFilter, Forwarder, ForwarderConfig, Mode, PortId, Verdict};
 
 #[derive(Clone, Debug)]
 enum Frame {
@@ -82,15 +86,46 @@ fn sessions(f: &Forwarder) -> Vec<String> {
     v
 }
 
-fn run(mode: Mode, strict: bool, batches: &[Vec<Frame>]) -> Result<(), TestCaseError> {
-    let cfg = ForwarderConfig { strict_tcp: strict, ..ForwarderConfig::default() };
+/// How a run differs from the default: session-change reporting, `expire_nodest_conn` with
+/// real server 0 set down after the first batch.
+#[derive(Clone, Copy, Debug)]
+struct Setup {
+    strict: bool,
+    report: bool,
+    nodest: bool,
+}
+
+fn run(mode: Mode, setup: Setup, batches: &[(u16, Vec<(Frame, u8)>)]) -> Result<(), TestCaseError> {
+    let cfg = ForwarderConfig {
+        strict_tcp: setup.strict,
+        expire_nodest_conn: setup.nodest,
+        ..ForwarderConfig::default()
+    };
     let mut one = craft::forwarder(mode, cfg);
     let mut many = craft::forwarder(mode, cfg);
+    if setup.report {
+        for f in [&mut one, &mut many] {
+            f.enable_session_changes(ChangeFilter::default(), 1024);
+        }
+    }
     let mut now = Instant::from_secs(1);
-    for batch in batches {
-        now += std::time::Duration::from_secs(7);
+    for (i, (gap, batch)) in batches.iter().enumerate() {
+        now += std::time::Duration::from_secs(u64::from(*gap));
+        if setup.nodest && i == 1 {
+            for f in [&mut one, &mut many] {
+                f.set_real_state(BackendId(0), BackendState::Down, now).unwrap();
+            }
+        }
         // Frames of one batch come from one port (as from a link): split by port in order.
-        let built: Vec<(FrameBuf, PortId)> = batch.iter().filter_map(|f| build(f, &one)).collect();
+        let built: Vec<(FrameBuf, PortId)> = batch
+            .iter()
+            .filter_map(|(f, csum)| {
+                let (mut b, p) = build(f, &one)?;
+                b.meta.csum = [CsumState::Complete, CsumState::Unknown, CsumState::Partial]
+                    [usize::from(*csum % 3)];
+                Some((b, p))
+            })
+            .collect();
         for port in [PortId(0), PortId(1)] {
             let mut frames: Vec<FrameBuf> =
                 built.iter().filter(|b| b.1 == port).map(|b| b.0.clone()).collect();
@@ -115,6 +150,9 @@ fn run(mode: Mode, strict: bool, batches: &[Vec<Frame>]) -> Result<(), TestCaseE
         prop_assert_eq!(one.expire(now, 64), many.expire(now, 64));
         prop_assert_eq!(one.report().prometheus(), many.report().prometheus());
         prop_assert_eq!(sessions(&one), sessions(&many));
+        let changes =
+            |f: &mut Forwarder| std::iter::from_fn(|| f.poll_session_change()).collect::<Vec<_>>();
+        prop_assert_eq!(changes(&mut one), changes(&mut many));
     }
     Ok(())
 }
@@ -125,10 +163,13 @@ proptest! {
     #[test]
     fn a_batch_is_processed_like_its_frames_one_by_one(
         mode in 0u8..3,
-        strict in any::<bool>(),
-        batches in prop::collection::vec(prop::collection::vec(frame(), 0..48), 1..8),
+        (strict, report, nodest) in (any::<bool>(), prop::bool::weighted(0.25), prop::bool::weighted(0.25)),
+        batches in prop::collection::vec(
+            (prop::sample::select(vec![0u16, 7, 61, 301]), prop::collection::vec((frame(), 0u8..4), 0..48)),
+            1..8,
+        ),
     ) {
         let mode = [Mode::Nat, Mode::FullNat, Mode::Dr][usize::from(mode)];
-        run(mode, strict, &batches)?;
+        run(mode, Setup { strict, report, nodest }, &batches)?;
     }
 }
