@@ -40,6 +40,8 @@ pub(crate) struct DirectorSection {
     pub(crate) preallocate: bool,
     /// Receive coalescing in microseconds (DriverConfig::coalesce); 0: off.
     pub(crate) coalesce_us: u64,
+    /// "detect" | "assume-complete": transport checksums of frames whose link cannot tell.
+    pub(crate) unknown_checksums: String,
 }
 
 impl Default for DirectorSection {
@@ -54,6 +56,7 @@ impl Default for DirectorSection {
             sessions: 1 << 20,
             preallocate: false,
             coalesce_us: 50,
+            unknown_checksums: "detect".into(),
         }
     }
 }
@@ -185,6 +188,8 @@ pub(crate) fn from_harness_env() -> Result<Config> {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
+            // The contract: tx checksum offload is off on the client and servers.
+            unknown_checksums: "assume-complete".into(),
             ..DirectorSection::default()
         },
         port: vec![

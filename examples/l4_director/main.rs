@@ -23,6 +23,10 @@
 //! stats_every_secs = 10     # print ipvsadm-style counters to stderr (0: never)
 //! strict_tcp = true
 //! expire_nodest_conn = false
+//! unknown_checksums = "detect"  # links that cannot tell (pnet, xdp): "detect" checks each
+//!                           # transport sum first; "assume-complete" trusts it (senders without
+//!                           # tx checksum offload, e.g. frames from the wire); the harness
+//!                           # contract promises complete sums, so its mode assumes them
 //! local_addresses = ["10.0.2.100"]   # FULLNAT pool
 //! sessions = 1048576        # session table capacity (half of it at most half-open)
 //! preallocate = false       # reserve it at start, huge pages advised (recommended in production)
@@ -103,7 +107,7 @@ use slb::core::time::Clock;
 use slb::l4::driver::{BoxLink, Director, DriverConfig, interface_info, stop_on_signals};
 use slb::l4::fwd::{
     Cidr, Forwarder, ForwarderConfig, HashOn, Mode, Persistence, PortConfig, PortId, RealConfig,
-    Route, ServiceConfig,
+    Route, ServiceConfig, UnknownCsum,
 };
 use slb::l4::health::{HttpProbe, Monitor, TcpConnectProbe, spawn_prober};
 use slb::l4::link::{AfPacketLink, PnetLink, XdpConfig, XdpLink};
@@ -123,6 +127,11 @@ fn build(cfg: &Config) -> Result<(Forwarder, Vec<BoxLink>)> {
     let mut fcfg = ForwarderConfig {
         strict_tcp: d.strict_tcp,
         expire_nodest_conn: d.expire_nodest_conn,
+        unknown_csum: match d.unknown_checksums.as_str() {
+            "detect" => UnknownCsum::Detect,
+            "assume-complete" => UnknownCsum::AssumeComplete,
+            other => bail!("unknown_checksums = {other:?}: use \"detect\" or \"assume-complete\""),
+        },
         ..ForwarderConfig::default()
     };
     fcfg.table.capacity = d.sessions.max(1);

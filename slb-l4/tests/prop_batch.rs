@@ -15,7 +15,7 @@ use slb_core::backend::{BackendId, BackendState};
 use slb_core::time::Instant;
 use slb_l4::craft::{self, CLIENT_MAC, PORT0_MAC, PORT1_MAC, REAL_MACS};
 use slb_l4::frame::{CsumState, FrameBuf};
-use slb_l4::fwd::{ChangeFilter, Forwarder, ForwarderConfig, Mode, PortId, Verdict};
+use slb_l4::fwd::{ChangeFilter, Forwarder, ForwarderConfig, Mode, PortId, UnknownCsum, Verdict};
 
 #[derive(Clone, Debug)]
 enum Frame {
@@ -87,18 +87,21 @@ fn sessions(f: &Forwarder) -> Vec<String> {
 }
 
 /// How a run differs from the default: session-change reporting, `expire_nodest_conn` with
-/// real server 0 set down after the first batch.
+/// real server 0 set down after the first batch, checksums of unknown state trusted.
 #[derive(Clone, Copy, Debug)]
 struct Setup {
     strict: bool,
     report: bool,
     nodest: bool,
+    /// `UnknownCsum::AssumeComplete`: frames of unknown checksum state take the fast path too.
+    assume: bool,
 }
 
 fn run(mode: Mode, setup: Setup, batches: &[(u16, Vec<(Frame, u8)>)]) -> Result<(), TestCaseError> {
     let cfg = ForwarderConfig {
         strict_tcp: setup.strict,
         expire_nodest_conn: setup.nodest,
+        unknown_csum: if setup.assume { UnknownCsum::AssumeComplete } else { UnknownCsum::Detect },
         ..ForwarderConfig::default()
     };
     let mut one = craft::forwarder(mode, cfg);
@@ -163,13 +166,18 @@ proptest! {
     #[test]
     fn a_batch_is_processed_like_its_frames_one_by_one(
         mode in 0u8..3,
-        (strict, report, nodest) in (any::<bool>(), prop::bool::weighted(0.25), prop::bool::weighted(0.25)),
+        (strict, report, nodest, assume) in (
+            any::<bool>(),
+            prop::bool::weighted(0.25),
+            prop::bool::weighted(0.25),
+            prop::bool::weighted(0.3),
+        ),
         batches in prop::collection::vec(
             (prop::sample::select(vec![0u16, 7, 61, 301]), prop::collection::vec((frame(), 0u8..4), 0..48)),
             1..8,
         ),
     ) {
         let mode = [Mode::Nat, Mode::FullNat, Mode::Dr][usize::from(mode)];
-        run(mode, Setup { strict, report, nodest }, &batches)?;
+        run(mode, Setup { strict, report, nodest, assume }, &batches)?;
     }
 }

@@ -7,7 +7,8 @@
 //! and the general step then runs. The only thing it may have done before declining is the
 //! session lookup, whose one side effect (collecting an expired session) the general step's
 //! own lookup would have had, and which it does not repeat. Declined: sync reporting, IPv6, IP
-//! options, fragments, checksums that are not known to be complete, new flows, finished TCP
+//! options, fragments, checksums that are not known (or, with
+//! `UnknownCsum::AssumeComplete`, assumed) to be complete, new flows, finished TCP
 //! sessions hit by a SYN, TTL 1, `expire_nodest_conn`, peer-installed sessions, TOA, unknown
 //! next hops. `tests/prop_batch.rs` and the `l4_frame` fuzz target compare `process_batch`
 //! (which takes this path) with `process` frame by frame (which never does).
@@ -16,7 +17,7 @@ use slb_core::flow::FlowKey;
 use slb_core::session::{ConnState, Direction, Prepared, TcpFlags, tcp_transition};
 use slb_core::time::Instant;
 
-use super::config::{Mode, PortId};
+use super::config::{Mode, PortId, UnknownCsum};
 use super::process::{pure_syn, src_mac, visibility};
 use super::rewrite::{Hop, real_endpoint, real_hop, rewrite_v4, set_macs};
 use super::{Forwarder, REV_SRC_IS_REAL, Verdict};
@@ -37,7 +38,13 @@ impl Forwarder {
         key: &FlowKey,
         hint: Prepared,
     ) -> Option<Verdict> {
-        if frame.meta.csum != CsumState::Complete || m.v6 || self.sync.reporting() {
+        let complete = match frame.meta.csum {
+            CsumState::Complete => true,
+            CsumState::Partial => false,
+            // As `needs_full_csum` decides: trusted only when the configuration says so.
+            CsumState::Unknown => self.cfg.unknown_csum == UnknownCsum::AssumeComplete,
+        };
+        if !complete || m.v6 || self.sync.reporting() {
             return None;
         }
         let is_tcp = m.proto == proto::TCP;
