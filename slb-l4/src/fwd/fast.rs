@@ -19,8 +19,8 @@ use slb_core::time::Instant;
 
 use super::config::{Mode, PortId, UnknownCsum};
 use super::process::{pure_syn, src_mac, visibility};
-use super::rewrite::{Hop, real_endpoint, real_hop, rewrite_v4, set_macs};
-use super::{Forwarder, REV_SRC_IS_REAL, Verdict};
+use super::rewrite::{Hop, real_hop, rewrite_v4, session_ends, set_macs};
+use super::{Forwarder, Verdict};
 use crate::frame::{CsumState, FrameBuf};
 use crate::wire::{IpMeta, L3, proto};
 
@@ -80,29 +80,13 @@ impl Forwarder {
             }
         }
         // New addresses (IPv4: the table keeps both keys of a session in one family).
-        let (src, dst) = match (dir, mode) {
-            (_, Mode::Dr) => (None, None),
-            (Direction::Inbound, Mode::Nat) if ext.flags & REV_SRC_IS_REAL != 0 => {
-                let real = self.reals.get(backend.0 as usize)?;
-                (None, Some(real_endpoint(real.addr, m.dport)))
-            }
-            (Direction::Inbound, _) => {
-                let r = e.reverse_key()?;
-                let dst = Some((r.src, r.src_port));
-                (if mode == Mode::FullNat { Some((r.dst, r.dst_port)) } else { None }, dst)
-            }
-            (Direction::Outbound, _) => {
-                let f = e.forward_key();
-                let src = Some((f.dst, f.dst_port));
-                (src, if mode == Mode::FullNat { Some((f.src, f.src_port)) } else { None })
-            }
-        };
+        let (ends, _) = session_ends(&e, &self.reals, (dir, mode), &ext, backend, key, m)?;
         let v4 = |e: Option<(std::net::IpAddr, u16)>| match e {
             None => Some(None),
             Some((std::net::IpAddr::V4(a), p)) => Some(Some((a, p))),
             Some(_) => None,
         };
-        let (src, dst) = (v4(src)?, v4(dst)?);
+        let (src, dst) = (v4(ends.src)?, v4(ends.dst)?);
         // Egress port and next hop: known MACs only.
         let (out, mac) = match dir {
             Direction::Inbound => {

@@ -12,7 +12,7 @@ use slb_core::time::Instant;
 
 use super::config::{Mac, Mode, PortId, ServiceId};
 use super::neigh;
-use super::rewrite::{Ends, Plan, Toa, real_endpoint};
+use super::rewrite::{Ends, Plan, Toa, session_ends};
 use super::stats::DropReason;
 use super::sync::PEER_SESSION;
 use super::{Forwarder, Owned, REV_SRC_IS_REAL, SessionData, Verdict};
@@ -216,26 +216,10 @@ impl Forwarder {
         let report = self.sync.reporting()
             && (next != state || (dir == Direction::Inbound && self.sync.count_matches(count)));
         let snapshot = report.then(|| (e.session().clone(), e.keys()));
-        // The new addresses, from the one key the direction needs: found by its forward key
-        // (inbound), the packet's own key is the forward key and the reverse key gives the real
-        // server (and FULLNAT's local address), unless the session says that its reverse source
-        // is its real server's address; found by its reverse key (outbound), the forward key,
-        // in the session's own slot, gives the VIP (and FULLNAT's client).
-        let (ends, client) = match (dir, mode) {
-            (_, Mode::Dr) => (Ends::NONE, (m.src, m.sport)),
-            (Direction::Inbound, Mode::Nat) if ext.flags & REV_SRC_IS_REAL != 0 => {
-                let dst =
-                    self.reals.get(backend.0 as usize).map(|r| real_endpoint(r.addr, m.dport));
-                (Ends { src: None, dst }, (m.src, m.sport))
-            }
-            (Direction::Inbound, _) => {
-                (Ends::of(dir, mode, &key, e.reverse_key().as_ref()), (m.src, m.sport))
-            }
-            (Direction::Outbound, _) => {
-                let fwd = e.forward_key();
-                (Ends::of(dir, mode, &fwd, None), (fwd.src, fwd.src_port))
-            }
-        };
+        // The new addresses, from the one key the direction needs (none is missing inbound
+        // only, where the client is the packet's source).
+        let (ends, client) = session_ends(&e, &self.reals, (dir, mode), &ext, backend, &key, m)
+            .unwrap_or((Ends::NONE, (m.src, m.sport)));
         if let Some((s, (fwd, rev))) = snapshot {
             self.report_change(fwd, rev, &s, Some(state), mode);
         }

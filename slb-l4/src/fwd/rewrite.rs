@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use slb_core::backend::BackendId;
 use slb_core::flow::FlowKey;
-use slb_core::session::Direction;
+use slb_core::session::{Direction, EntryMut};
 use slb_core::time::Instant;
 
 use super::config::{Mac, Mode, PortId, UnknownCsum};
@@ -74,6 +74,40 @@ impl Ends {
             _ => (None, None),
         };
         Ends { src, dst }
+    }
+}
+
+/// The new ends of a packet of a known session, and the session's client, read from the one
+/// key the packet's direction needs: inbound, the reverse key (the real server, and FULLNAT's
+/// local address), or no key at all for a NAT session marked
+/// [`REV_SRC_IS_REAL`](super::REV_SRC_IS_REAL) (the real server's record gives the
+/// destination); outbound, the forward key in the session's own slot (the VIP, and FULLNAT's
+/// client). `key` is the packet's own flow key. `None` when the key or the real server it needs
+/// is missing (inbound only).
+#[inline]
+pub(super) fn session_ends(
+    e: &EntryMut<'_, SessionData>,
+    reals: &[Real],
+    (dir, mode): (Direction, Mode),
+    ext: &SessionData,
+    backend: BackendId,
+    key: &FlowKey,
+    m: &IpMeta,
+) -> Option<(Ends, Endpoint)> {
+    let client = (m.src, m.sport);
+    match (dir, mode) {
+        (_, Mode::Dr) => Some((Ends::NONE, client)),
+        (Direction::Inbound, Mode::Nat) if ext.flags & super::REV_SRC_IS_REAL != 0 => {
+            let real = reals.get(backend.0 as usize)?;
+            Some((Ends { src: None, dst: Some(real_endpoint(real.addr, m.dport)) }, client))
+        }
+        (Direction::Inbound, _) => {
+            Some((Ends::of(dir, mode, key, Some(&e.reverse_key()?)), client))
+        }
+        (Direction::Outbound, _) => {
+            let fwd = e.forward_key();
+            Some((Ends::of(dir, mode, &fwd, None), (fwd.src, fwd.src_port)))
+        }
     }
 }
 
