@@ -363,12 +363,59 @@ const PH_LEN: usize = 16;
 const PH_STATUS: usize = 20;
 const PH_MAC: usize = 24;
 
+/// One memory mapping, unmapped on drop: the links' shared rings and buffers.
+pub(crate) struct Mmap {
+    pub(crate) ptr: *mut u8,
+    pub(crate) len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; moving it to another thread moves
+// that ownership (what the kernel shares through it is synchronised by atomics in it).
+unsafe impl Send for Mmap {}
+
+impl Mmap {
+    /// `len` bytes of private anonymous memory, faulted in now.
+    pub(crate) fn anonymous(len: usize) -> io::Result<Mmap> {
+        Self::map(len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE, -1, 0)
+    }
+
+    /// `len` bytes of what socket `fd` offers for mapping at `offset` (a ring).
+    pub(crate) fn shared(fd: RawFd, len: usize, offset: libc::off_t) -> io::Result<Mmap> {
+        Self::map(len, libc::MAP_SHARED, fd, offset)
+    }
+
+    fn map(len: usize, flags: libc::c_int, fd: RawFd, offset: libc::off_t) -> io::Result<Mmap> {
+        // SAFETY: a fresh mapping at an address of the kernel's choice; no existing memory is
+        // affected, and the result is checked against MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                offset,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mmap { ptr: ptr.cast(), len })
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly the mapping made in `map`, unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
 /// A TPACKET_V3 receive ring mapped from a packet socket: the kernel writes frames into blocks
 /// of shared memory and hands a block over by setting its status; reading frames costs no
 /// system call while blocks are ready.
 pub(crate) struct RxRing {
-    base: *mut u8,
-    size: usize,
+    map: Mmap,
     block_size: usize,
     blocks: usize,
     /// Current block, packets left in it, offset of the next packet in it.
@@ -376,10 +423,6 @@ pub(crate) struct RxRing {
     left: u32,
     next: usize,
 }
-
-// SAFETY: the mapping belongs to this value alone (one socket, one reader); moving it to another
-// thread moves the only reader with it.
-unsafe impl Send for RxRing {}
 
 impl std::fmt::Debug for RxRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -419,27 +462,14 @@ impl RxRing {
                 size_of::<TpacketReq3>() as libc::socklen_t,
             )
         })?;
-        let size = block_size * blocks;
-        // SAFETY: mapping the ring the kernel just allocated for this socket, at a fresh address.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(RxRing { base: p.cast(), size, block_size, blocks, block: 0, left: 0, next: 0 })
+        // The ring the kernel just allocated for this socket.
+        let map = Mmap::shared(fd, block_size * blocks, 0)?;
+        Ok(RxRing { map, block_size, blocks, block: 0, left: 0, next: 0 })
     }
 
     fn block_ptr(&self, b: usize) -> *mut u8 {
         // SAFETY (of the arithmetic): b < blocks, so the offset stays inside the mapping.
-        unsafe { self.base.add(b * self.block_size) }
+        unsafe { self.map.ptr.add(b * self.block_size) }
     }
 
     fn status(&self, b: usize) -> &std::sync::atomic::AtomicU32 {
@@ -519,15 +549,6 @@ impl RxRing {
     }
 }
 
-impl Drop for RxRing {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping made in `new`, which nothing else refers to.
-        unsafe {
-            libc::munmap(self.base.cast(), self.size);
-        }
-    }
-}
-
 /// Advises transparent huge pages (`madvise(MADV_HUGEPAGE)`) for the whole 4 KiB pages inside
 /// each region; returns the bytes advised. Regions the kernel refuses are skipped.
 pub(crate) fn advise_huge_pages(regions: &[(*const u8, usize)]) -> usize {
@@ -549,24 +570,6 @@ pub(crate) fn advise_huge_pages(regions: &[(*const u8, usize)]) -> usize {
         }
     }
     advised
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn huge_page_advice_rounds_to_whole_pages() {
-        assert_eq!(advise_huge_pages(&[(std::ptr::null(), 0)]), 0);
-        let v = vec![0u8; 8 << 20];
-        assert_eq!(advise_huge_pages(&[(v.as_ptr().wrapping_add(1), 4096)]), 0, "no whole page");
-        let n = advise_huge_pages(&[(v.as_ptr(), v.len())]);
-        assert_eq!(n % 4096, 0);
-        assert!(n <= v.len() && n + 4096 >= v.len() || n == 0, "{n}");
-        if std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
-            assert!(n > 0, "THP is configured, yet the advice was refused");
-        }
-    }
 }
 
 /// Sets the calling thread's timer slack (how late the kernel may wake a sleep, 50 µs by
@@ -609,5 +612,23 @@ impl Epoll {
 impl AsRawFd for Epoll {
     fn as_raw_fd(&self) -> RawFd {
         self.0.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_page_advice_rounds_to_whole_pages() {
+        assert_eq!(advise_huge_pages(&[(std::ptr::null(), 0)]), 0);
+        let v = vec![0u8; 8 << 20];
+        assert_eq!(advise_huge_pages(&[(v.as_ptr().wrapping_add(1), 4096)]), 0, "no whole page");
+        let n = advise_huge_pages(&[(v.as_ptr(), v.len())]);
+        assert_eq!(n % 4096, 0);
+        assert!(n <= v.len() && n + 4096 >= v.len() || n == 0, "{n}");
+        if std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+            assert!(n > 0, "THP is configured, yet the advice was refused");
+        }
     }
 }

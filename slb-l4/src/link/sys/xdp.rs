@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::check;
+use super::{Mmap, check};
 use crate::frame::{FrameBuf, FrameMeta};
 
 // Kernel ABI values (linux/if_xdp.h, linux/bpf.h), spelled out so that they do not depend on
@@ -116,49 +116,6 @@ pub(crate) struct XdpStatistics {
     pub(crate) tx_ring_empty_descs: u64,
 }
 
-/// One shared-memory mapping, unmapped on drop.
-struct Mmap {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain memory owned by this value; moving it to another thread moves
-// that ownership (the kernel side of a ring is synchronised through the atomics in it).
-unsafe impl Send for Mmap {}
-
-impl Mmap {
-    fn new(len: usize, fd: RawFd, offset: libc::off_t) -> io::Result<Mmap> {
-        let (flags, fd) = if fd < 0 {
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE, -1)
-        } else {
-            (libc::MAP_SHARED | libc::MAP_POPULATE, fd)
-        };
-        // SAFETY: a fresh mapping at an address of the kernel's choice; no existing memory is
-        // affected, and the result is checked against MAP_FAILED.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                flags,
-                fd,
-                offset,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mmap { ptr: ptr.cast(), len })
-    }
-}
-
-impl Drop for Mmap {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly the mapping made in `new`, unmapped once.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
 /// One of the four AF_XDP rings: a power-of-two array of descriptors between a producer and
 /// a consumer index, one of which the kernel moves.
 struct Ring {
@@ -178,7 +135,7 @@ impl Ring {
         pgoff: libc::off_t,
     ) -> io::Result<Ring> {
         let len = off.desc as usize + n as usize * elem;
-        let map = Mmap::new(len, fd, pgoff)?;
+        let map = Mmap::shared(fd, len, pgoff)?;
         Ok(Ring {
             map,
             producer: off.producer as usize,
@@ -263,7 +220,7 @@ impl Xsk {
                 "ring must be a power of two >= 64",
             ));
         }
-        let umem = Mmap::new(2 * ring as usize * FRAME as usize, -1, 0)?;
+        let umem = Mmap::anonymous(2 * ring as usize * FRAME as usize)?;
         // SAFETY: plain socket(2) call; on success we own the returned descriptor.
         let raw = check(unsafe { libc::socket(AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) })?;
         // SAFETY: `raw` was just returned by socket(2) and is owned by nobody else.
