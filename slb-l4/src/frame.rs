@@ -35,6 +35,12 @@ pub enum CsumState {
 pub struct FrameMeta {
     /// Transport checksum state.
     pub csum: CsumState,
+    /// Set by [`Forwarder::process_batch`](crate::fwd::Forwarder::process_batch) (cleared for
+    /// every other frame): the frame took the fast path of an established flow, and the
+    /// rewrite it got (MACs, addresses, ports, TTL, checksum updates) is the one every later
+    /// frame of the flow in this direction gets until the session changes, so a flow cache may
+    /// replay it on frames without SYN, FIN or RST (see [`crate::link::FlowOffload`]).
+    pub steady: bool,
 }
 
 /// One frame with headroom and tailroom. Cheap to reuse: links and drivers keep pools of them.

@@ -774,6 +774,22 @@ impl<X> EntryMut<'_, X> {
         *c
     }
 
+    /// [`EntryMut::record_packet`] for `n` packets at once (e.g. packets an offload forwarded
+    /// since it last reported); `n = 0` only refreshes the idle timeout.
+    pub fn record_packets(&mut self, now: Instant, n: u32) -> u32 {
+        let timeout = self.table.config.timeouts.of(self.session().state);
+        let dir = self.dir;
+        let s = self.table.session_mut(self.fam, self.idx);
+        s.last_seen = now;
+        s.expires = now + timeout;
+        let c = match dir {
+            Direction::Inbound => &mut s.packets_in,
+            Direction::Outbound => &mut s.packets_out,
+        };
+        *c = c.saturating_add(n);
+        *c
+    }
+
     /// Moves the session to `state`, updating counters and the idle timeout (from `now`).
     pub fn set_state(&mut self, state: ConnState, now: Instant) {
         let timeout = self.table.config.timeouts.of(state);

@@ -78,6 +78,7 @@ impl Forwarder {
             }
             let mut k = 0;
             for (i, (f, v)) in frames.iter_mut().zip(verdicts.iter_mut()).enumerate() {
+                f.meta.steady = false;
                 if has_key >> i & 1 == 1 {
                     let key = &keys[k];
                     k += 1;

@@ -108,7 +108,12 @@ impl Forwarder {
         if next != state {
             e.set_state(next, now);
         }
-        e.record_packet(now);
+        let count = e.record_packet(now);
+        frame.meta.steady = if is_tcp {
+            next == ConnState::Established
+        } else {
+            count >= super::offload::UDP_STEADY_AFTER
+        };
         let inbound = dir == Direction::Inbound;
         if inbound {
             ext.client_mac = src_mac(frame.as_slice());

@@ -44,6 +44,7 @@ mod config;
 mod fast;
 mod icmp;
 mod neigh;
+mod offload;
 mod process;
 mod rewrite;
 mod service;

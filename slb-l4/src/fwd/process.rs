@@ -51,6 +51,7 @@ impl Forwarder {
     /// Processes one frame received on `port` at `now`: rewrites it in place and says what to do
     /// with it. Never panics, whatever the bytes.
     pub fn process(&mut self, now: Instant, frame: &mut FrameBuf, port: PortId) -> Verdict {
+        frame.meta.steady = false;
         let kind = wire::parse(frame.as_slice());
         self.process_parsed(now, frame, port, kind, Prepared::default())
     }

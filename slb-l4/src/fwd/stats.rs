@@ -118,6 +118,17 @@ impl Counters {
             self.out_bytes += bytes as u64;
         }
     }
+
+    /// `n` packets of `bytes` in all, in one direction (traffic an offload forwarded).
+    pub(crate) fn packets(&mut self, inbound: bool, n: u64, bytes: u64) {
+        if inbound {
+            self.in_pkts += n;
+            self.in_bytes += bytes;
+        } else {
+            self.out_pkts += n;
+            self.out_bytes += bytes;
+        }
+    }
 }
 
 /// Forwarder-wide counters.
@@ -149,6 +160,10 @@ pub struct GlobalStats {
     pub csum_full: u64,
     /// ICMP errors relayed to the flow they concern.
     pub icmp_relayed: u64,
+    /// Packets an offload forwarded on the forwarder's behalf (the XDP flow cache), as reported
+    /// through [`Forwarder::offload_refresh`](crate::fwd::Forwarder::offload_refresh); not in
+    /// `rx` or `forwarded`.
+    pub offloaded: u64,
 }
 
 impl GlobalStats {
@@ -291,6 +306,7 @@ impl StatsReport {
             ("toa_inserted_total", "TOA options inserted.", g.toa_inserted),
             ("toa_skipped_total", "TOA options skipped (no room).", g.toa_skipped),
             ("icmp_relayed_total", "ICMP errors relayed.", g.icmp_relayed),
+            ("offloaded_total", "Packets forwarded by the XDP flow cache.", g.offloaded),
             ("csum_full_total", "Transport checksums recomputed fully.", g.csum_full),
         ] {
             metric(&mut s, name, "counter", help);

@@ -58,7 +58,7 @@ impl Link for MemoryLink {
                 continue;
             }
             bufs[n].fill(&f);
-            bufs[n].meta = FrameMeta { csum: self.csum };
+            bufs[n].meta = FrameMeta { csum: self.csum, ..FrameMeta::default() };
             self.stats.rx_frames += 1;
             self.stats.rx_bytes += f.len() as u64;
             n += 1;

@@ -2,6 +2,7 @@
 //! and BPF ones. All `unsafe` of the links is here, each block with its SAFETY argument.
 #![allow(unsafe_code)]
 
+pub(crate) mod bpf;
 pub(crate) mod xdp;
 
 use std::ffi::CString;
@@ -258,7 +259,7 @@ impl Mmsg {
                 oversize += 1;
                 continue;
             }
-            bufs[i].set_received(len, FrameMeta { csum });
+            bufs[i].set_received(len, FrameMeta { csum, ..FrameMeta::default() });
             if filled != i {
                 bufs.swap(filled, i);
             }
@@ -535,7 +536,7 @@ impl RxRing {
                     } else {
                         CsumState::Complete
                     };
-                    bufs[n].set_received(snap, FrameMeta { csum });
+                    bufs[n].set_received(snap, FrameMeta { csum, ..FrameMeta::default() });
                     n += 1;
                 }
                 self.left -= 1;
