@@ -28,7 +28,8 @@ use slb_core::time::{Clock, Instant};
 use crate::frame::FrameBuf;
 use crate::fwd::{Forwarder, PortId, Verdict};
 use crate::health::HealthEvent;
-use crate::link::{Link, LinkStats, sys};
+use crate::link::offload::{OffloadConfig, OffloadStats, Offloader, Snap};
+use crate::link::{FlowOffload, Link, LinkStats, sys};
 
 /// A link the director can move to its thread.
 pub type BoxLink = Box<dyn Link + Send>;
@@ -70,6 +71,8 @@ pub struct Director {
     pool: Vec<FrameBuf>,
     metrics: Arc<Mutex<String>>,
     metrics_every: Option<Duration>,
+    /// The XDP flow cache's upkeep, and the heads of a batch's frames before their step.
+    offload: Option<(Offloader, Vec<Snap>)>,
     #[cfg(feature = "sync")]
     cluster: Option<crate::cluster::driver::ClusterDriver>,
 }
@@ -103,9 +106,26 @@ impl Director {
             pool: (0..batch * (n + 1)).map(|_| FrameBuf::default()).collect(),
             metrics: Arc::new(Mutex::new(String::new())),
             metrics_every: None,
+            offload: None,
             #[cfg(feature = "sync")]
             cluster: None,
         }
+    }
+
+    /// Keeps the flow cache `cache` (shared with this director's [`crate::link::XdpLink`]s) in
+    /// step with the forwarder: established flows are cached after their step marks a frame
+    /// steady, reported back every housekeeping round, and forgotten when their session
+    /// changes. See [`crate::link::offload`].
+    pub fn with_offload(mut self, cache: FlowOffload, cfg: OffloadConfig) -> Self {
+        let ifindex = self.links.iter().map(|l| l.ifindex()).collect();
+        let snaps = vec![Snap::default(); self.rx.len()];
+        self.offload = Some((Offloader::new(cache, ifindex, cfg), snaps));
+        self
+    }
+
+    /// The flow cache's counters, with one.
+    pub fn offload_stats(&self) -> Option<OffloadStats> {
+        self.offload.as_ref().map(|(o, _)| o.stats())
     }
 
     /// Renders Prometheus text (forwarder counters, and the cluster's with one) every `every`
@@ -247,7 +267,15 @@ impl Director {
             let now = self.now();
             let n = n.min(self.rx.len());
             let port = PortId(p as u8);
+            if let Some((_, snaps)) = &mut self.offload {
+                for (s, f) in snaps.iter_mut().zip(&self.rx[..n]) {
+                    s.take(f);
+                }
+            }
             self.fwd.process_batch(now, &mut self.rx[..n], port, &mut self.verdicts[..n]);
+            if let Some((o, snaps)) = &mut self.offload {
+                o.observe(&mut self.fwd, now, &snaps[..n], &self.rx[..n], &self.verdicts[..n]);
+            }
             for i in 0..n {
                 match self.verdicts[i] {
                     Verdict::Forward(out) | Verdict::Reply(out) | Verdict::Solicit(out) => {
@@ -270,6 +298,10 @@ impl Director {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        // The cache's traffic first, so that no session it keeps busy expires.
+        if let Some((o, _)) = &mut self.offload {
+            o.scan(&mut self.fwd, now);
+        }
         self.fwd.expire(now, self.cfg.sweep_budget);
         if let Some(rx) = &self.health {
             let events: Vec<HealthEvent> = rx.try_iter().collect();
@@ -325,6 +357,9 @@ impl Director {
             {
                 eprint!("{}", self.fwd.report().ipvsadm());
                 eprintln!("links: {:?}", self.link_stats());
+                if let Some(o) = self.offload_stats() {
+                    eprintln!("offload: {o:?}");
+                }
                 next_stats = Some(now + every);
             }
             if n > 0 && n < few && !coalesce.is_zero() {
@@ -336,6 +371,11 @@ impl Director {
                     std::thread::sleep(Duration::from_micros(100));
                 }
             }
+        }
+        // The flow cache's last traffic, so that the counters are complete at exit.
+        let now = self.now();
+        if let Some((o, _)) = &mut self.offload {
+            o.scan(&mut self.fwd, now);
         }
         Ok(())
     }

@@ -13,6 +13,8 @@
 mod afpacket;
 mod fault;
 mod memory;
+#[cfg(feature = "io")]
+pub mod offload;
 mod pcap;
 #[cfg(feature = "io")]
 mod pnet;
@@ -20,11 +22,15 @@ mod pnet;
 pub(crate) mod sys;
 #[cfg(feature = "io")]
 mod xdp;
+#[cfg(feature = "io")]
+pub(crate) mod xdp_prog;
 
 #[cfg(feature = "io")]
 pub use afpacket::AfPacketLink;
 pub use fault::{FaultConfig, FaultInjector};
 pub use memory::MemoryLink;
+#[cfg(feature = "io")]
+pub use offload::{FlowOffload, OffloadConfig, OffloadStats};
 pub use pcap::PcapWriter;
 #[cfg(feature = "io")]
 pub use pnet::PnetLink;
@@ -101,6 +107,12 @@ pub trait Link {
     fn poll_fd(&self) -> Option<std::os::fd::RawFd> {
         None
     }
+
+    /// The index of the network interface the link sends on, if it is one (a flow cache
+    /// redirects frames there; see [`FlowOffload`](crate::link::offload)).
+    fn ifindex(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl<L: Link + ?Sized> Link for Box<L> {
@@ -116,5 +128,8 @@ impl<L: Link + ?Sized> Link for Box<L> {
     #[cfg(unix)]
     fn poll_fd(&self) -> Option<std::os::fd::RawFd> {
         (**self).poll_fd()
+    }
+    fn ifindex(&self) -> Option<u32> {
+        (**self).ifindex()
     }
 }

@@ -21,9 +21,12 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, RawFd};
 
-use super::sys::xdp::{self, Steering, Xsk};
+use std::os::fd::OwnedFd;
+
+use super::sys::bpf::{self, MAP_HASH, MAP_XSK, Map};
+use super::sys::xdp::{self, Xsk};
 use super::sys::{self, Epoll};
-use super::{AfPacketLink, Link, LinkStats};
+use super::{AfPacketLink, FlowOffload, Link, LinkStats};
 use crate::frame::FrameBuf;
 
 /// Settings of an [`XdpLink`].
@@ -42,6 +45,12 @@ pub struct XdpConfig {
     /// Run the program in the kernel's generic XDP hook (after the socket buffer is built)
     /// even where the driver has a native one.
     pub generic: bool,
+    /// A flow cache the program forwards established flows from, without user space (give
+    /// the same one to every link of the director and to
+    /// [`Director::with_offload`](crate::driver::Director::with_offload)). The program
+    /// redirects to the egress interface itself: with veth peers that have no XDP program,
+    /// that works only in `generic` mode.
+    pub offload: Option<FlowOffload>,
 }
 
 impl Default for XdpConfig {
@@ -52,7 +61,51 @@ impl Default for XdpConfig {
             kernel_addrs: None,
             slow_ring_bytes: 1 << 20,
             generic: false,
+            offload: None,
         }
+    }
+}
+
+/// The program attached to an interface, with its maps. Dropping it detaches the program (the
+/// BPF link closes).
+#[derive(Debug)]
+struct Steering {
+    // Field order matters for drop: the link (attachment) goes first.
+    _link: OwnedFd,
+    _prog: OwnedFd,
+    _hosts: Map,
+    _xsks: Map,
+    _flows: Option<FlowOffload>,
+}
+
+impl Steering {
+    /// Loads the program for `xsk` on queue `queue` of `ifindex` (frames for `kernel_addrs`
+    /// stay with the kernel) and attaches it.
+    fn attach(
+        ifindex: u32,
+        queue: u32,
+        xsk: &Xsk,
+        kernel_addrs: &[Ipv4Addr],
+        cfg: &XdpConfig,
+    ) -> io::Result<Self> {
+        let hosts = Map::create(MAP_HASH, 4, 4, (kernel_addrs.len() as u32).max(1))?;
+        for a in kernel_addrs {
+            // The program reads the address straight from the frame: network order.
+            hosts.update(&a.octets(), &1u32.to_ne_bytes())?;
+        }
+        let xsks = Map::create(MAP_XSK, 4, 4, queue + 1)?;
+        xsks.update(&queue.to_ne_bytes(), &(xsk.fd() as u32).to_ne_bytes())?;
+        let flows = cfg.offload.as_ref().map(|f| f.fd());
+        let insns = super::xdp_prog::program(hosts.fd(), xsks.fd(), flows);
+        let prog = bpf::load_xdp(&insns, "slb_xdp")?;
+        let link = bpf::attach_xdp(&prog, ifindex, cfg.generic)?;
+        Ok(Steering {
+            _link: link,
+            _prog: prog,
+            _hosts: hosts,
+            _xsks: xsks,
+            _flows: cfg.offload.clone(),
+        })
     }
 }
 
@@ -65,6 +118,7 @@ pub struct XdpLink {
     xsk: Xsk,
     slow: AfPacketLink,
     epoll: Epoll,
+    ifindex: u32,
     /// Receive calls since the slow path was last read.
     since_slow: u32,
     stats: LinkStats,
@@ -85,13 +139,14 @@ impl XdpLink {
         // The side socket first, so that nothing the program passes is missed.
         let slow = AfPacketLink::open_ring(ifname, 64, 1 << 20, cfg.slow_ring_bytes)?;
         let xsk = Xsk::open(ifindex, cfg.queue, cfg.ring)?;
-        let steering = xdp::attach_steering(ifindex, cfg.queue, &xsk, &kernel_addrs, cfg.generic)?;
+        let steering = Steering::attach(ifindex, cfg.queue, &xsk, &kernel_addrs, cfg)?;
         let epoll = Epoll::new(&[xsk.fd(), slow.poll_fd().unwrap_or(-1)])?;
         Ok(XdpLink {
             _steering: steering,
             xsk,
             slow,
             epoll,
+            ifindex,
             since_slow: 0,
             stats: LinkStats::default(),
         })
@@ -129,5 +184,9 @@ impl Link for XdpLink {
 
     fn poll_fd(&self) -> Option<RawFd> {
         Some(self.epoll.as_raw_fd())
+    }
+
+    fn ifindex(&self) -> Option<u32> {
+        Some(self.ifindex)
     }
 }

@@ -1,17 +1,12 @@
-//! The AF_XDP system calls of [`crate::link::XdpLink`]: the UMEM and its four rings, the XDP
-//! socket, and the small XDP program (built here instruction by instruction, loaded with
-//! `bpf(2)`, attached with a BPF link so that it goes away with the process) that steers
-//! frames to the socket. All `unsafe` of AF_XDP is in this file, each block with its SAFETY
-//! argument.
+//! The AF_XDP system calls of [`crate::link::XdpLink`]: the UMEM and its four rings and the XDP
+//! socket (the program that steers frames to it is loaded through [`super::bpf`]). All
+//! `unsafe` of AF_XDP is in this file, each block with its SAFETY argument.
 //!
 //! ```text
 //!   UMEM (2 x ring frames of FRAME bytes):  [ rx frames: 0 .. ring ) [ tx frames: ring .. 2 ring )
 //!   fill ring  (we produce rx frames)  -> kernel writes a received frame -> rx ring (we consume)
 //!   tx ring    (we produce tx frames)  -> kernel sends it (on sendto)    -> completion ring
 //! ```
-//! The steering program: an IPv4 frame whose destination is neither multicast nor one of the
-//! `kernel_addrs` goes to the socket of its receive queue; anything else (ARP, IPv6, frames for
-//! the host's own addresses, or a queue without a socket) passes to the kernel as usual.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -22,7 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use super::{Mmap, check};
 use crate::frame::{FrameBuf, FrameMeta};
 
-// Kernel ABI values (linux/if_xdp.h, linux/bpf.h), spelled out so that they do not depend on
+// Kernel ABI values (linux/if_xdp.h), spelled out so that they do not depend on
 // which libc version exports them.
 const AF_XDP: libc::c_int = 44;
 const SOL_XDP: libc::c_int = 283;
@@ -38,20 +33,6 @@ const XDP_PGOFF_RX_RING: libc::off_t = 0;
 const XDP_PGOFF_TX_RING: libc::off_t = 0x8000_0000;
 const XDP_UMEM_PGOFF_FILL_RING: libc::off_t = 0x1_0000_0000;
 const XDP_UMEM_PGOFF_COMPLETION_RING: libc::off_t = 0x1_8000_0000;
-
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_MAP_TYPE_HASH: u32 = 1;
-const BPF_MAP_TYPE_XSKMAP: u32 = 17;
-const BPF_PROG_TYPE_XDP: u32 = 6;
-const BPF_XDP: u32 = 37;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
-const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
-const BPF_FUNC_REDIRECT_MAP: i32 = 51;
-const XDP_PASS: i32 = 2;
-const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 
 /// Bytes per UMEM frame (one frame per chunk; a 1514-byte frame plus TOA fits).
 pub(crate) const FRAME: u32 = 2048;
@@ -405,209 +386,6 @@ impl Xsk {
     }
 }
 
-/// One eBPF instruction (`struct bpf_insn`).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Insn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn { code, regs: dst | (src << 4), off, imm }
-}
-
-/// The steering program (see the module documentation), for the maps `hosts` (IPv4 address ->
-/// u32, the addresses passed to the kernel) and `xsks` (queue -> socket).
-#[rustfmt::skip]
-fn steering_program(hosts: RawFd, xsks: RawFd) -> Vec<Insn> {
-    const PASS: i16 = 25;
-    // Jump offsets count from the next instruction.
-    let to_pass = |at: i16| PASS - at - 1;
-    vec![
-        insn(0xbf, 6, 1, 0, 0),                          // 0: r6 = r1 (ctx)
-        insn(0x61, 2, 6, 0, 0),                          // 1: r2 = ctx->data
-        insn(0x61, 3, 6, 4, 0),                          // 2: r3 = ctx->data_end
-        insn(0xbf, 4, 2, 0, 0),                          // 3: r4 = r2
-        insn(0x07, 4, 0, 0, 34),                         // 4: r4 += 34 (Ethernet, IPv4 headers)
-        insn(0x2d, 4, 3, to_pass(5), 0),                 // 5: if r4 > r3 goto pass
-        insn(0x69, 4, 2, 12, 0),                         // 6: r4 = ethertype (network order)
-        insn(0x55, 4, 0, to_pass(7), 0x0008),            // 7: if r4 != htons(0x0800) goto pass
-        insn(0x71, 4, 2, 30, 0),                         // 8: r4 = destination, first byte
-        insn(0x57, 4, 0, 0, 0xf0),                       // 9: r4 &= 0xf0
-        insn(0x15, 4, 0, to_pass(10), 0xe0),             // 10: if multicast goto pass
-        insn(0x61, 4, 2, 30, 0),                         // 11: r4 = destination address
-        insn(0x63, 10, 4, -4, 0),                        // 12: *(u32 *)(fp - 4) = r4
-        insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, hosts),      // 13: r1 = hosts map
-        insn(0, 0, 0, 0, 0),                             // 14: (second half of the 64-bit load)
-        insn(0xbf, 2, 10, 0, 0),                         // 15: r2 = fp
-        insn(0x07, 2, 0, 0, -4),                         // 16: r2 -= 4
-        insn(0x85, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM),   // 17: r0 = lookup(hosts, &dst)
-        insn(0x55, 0, 0, to_pass(18), 0),                // 18: if r0 != NULL goto pass
-        insn(0x61, 2, 6, 16, 0),                         // 19: r2 = ctx->rx_queue_index
-        insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, xsks),       // 20: r1 = xsks map
-        insn(0, 0, 0, 0, 0),                             // 21
-        insn(0xb7, 3, 0, 0, XDP_PASS),                   // 22: r3 = PASS if the queue has no socket
-        insn(0x85, 0, 0, 0, BPF_FUNC_REDIRECT_MAP),      // 23: r0 = redirect_map(xsks, queue, r3)
-        insn(0x95, 0, 0, 0, 0),                          // 24: exit
-        insn(0xb7, 0, 0, 0, XDP_PASS),                   // 25 (pass): r0 = XDP_PASS
-        insn(0x95, 0, 0, 0, 0),                          // 26: exit
-    ]
-}
-
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFd> {
-    let fd = bpf_call(cmd, attr)?;
-    // SAFETY: the commands used with this helper return a new descriptor we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn bpf_call<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_int> {
-    // SAFETY: `attr` is the `union bpf_attr` prefix the command reads (a repr(C) struct of the
-    // kernel's layout), valid for the call, its size passed; pointers inside it are valid.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd, (attr as *mut T).cast::<u8>(), size_of::<T>() as u32)
-    };
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc as libc::c_int) }
-}
-
-#[repr(C)]
-struct MapCreate {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-}
-
-#[repr(C)]
-struct MapUpdate {
-    map_fd: u32,
-    pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
-#[repr(C)]
-struct ProgLoad {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-}
-
-#[repr(C)]
-struct LinkCreate {
-    prog_fd: u32,
-    target_ifindex: u32,
-    attach_type: u32,
-    flags: u32,
-}
-
-fn map_create(map_type: u32, max_entries: u32) -> io::Result<OwnedFd> {
-    let mut a = MapCreate { map_type, key_size: 4, value_size: 4, max_entries, map_flags: 0 };
-    bpf(BPF_MAP_CREATE, &mut a)
-}
-
-fn map_update(map: &OwnedFd, key: u32, value: u32) -> io::Result<()> {
-    let mut a = MapUpdate {
-        map_fd: map.as_raw_fd() as u32,
-        pad: 0,
-        key: (&key as *const u32) as u64,
-        value: (&value as *const u32) as u64,
-        flags: 0,
-    };
-    bpf_call(BPF_MAP_UPDATE_ELEM, &mut a).map(drop)
-}
-
-fn prog_load(insns: &[Insn]) -> io::Result<OwnedFd> {
-    let license = c"GPL";
-    let mut a = ProgLoad {
-        prog_type: BPF_PROG_TYPE_XDP,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: 0,
-        log_size: 0,
-        log_buf: 0,
-        kern_version: 0,
-        prog_flags: 0,
-        prog_name: *b"slb_steer\0\0\0\0\0\0\0",
-        prog_ifindex: 0,
-        expected_attach_type: BPF_XDP,
-    };
-    match bpf(BPF_PROG_LOAD, &mut a) {
-        Ok(fd) => Ok(fd),
-        Err(e) => {
-            // Load again with the verifier's log, for an error that says why.
-            let mut log = vec![0u8; 1 << 16];
-            a.log_level = 1;
-            a.log_size = log.len() as u32;
-            a.log_buf = log.as_mut_ptr() as u64;
-            let _ = bpf(BPF_PROG_LOAD, &mut a);
-            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-            Err(io::Error::new(
-                e.kind(),
-                format!(
-                    "loading the XDP program: {e}: {}",
-                    String::from_utf8_lossy(&log[..end]).trim()
-                ),
-            ))
-        }
-    }
-}
-
-/// The steering program attached to an interface, with its maps. Dropping it detaches the
-/// program (the BPF link closes).
-#[derive(Debug)]
-pub(crate) struct Steering {
-    // Field order matters for drop: the link (attachment) goes first.
-    _link: OwnedFd,
-    _prog: OwnedFd,
-    _hosts: OwnedFd,
-    _xsks: OwnedFd,
-}
-
-/// Loads the steering program for `xsk` on queue `queue` of `ifindex` and attaches it in the
-/// driver's native XDP mode where the driver has one (veth does), else (or if `generic`) in
-/// generic mode.
-/// IPv4 frames for `kernel_addrs` keep going to the kernel.
-pub(crate) fn attach_steering(
-    ifindex: u32,
-    queue: u32,
-    xsk: &Xsk,
-    kernel_addrs: &[Ipv4Addr],
-    generic: bool,
-) -> io::Result<Steering> {
-    let hosts = map_create(BPF_MAP_TYPE_HASH, (kernel_addrs.len() as u32).max(1))?;
-    for a in kernel_addrs {
-        // The program reads the address as a u32 straight from the frame: network order.
-        map_update(&hosts, u32::from_ne_bytes(a.octets()), 1)?;
-    }
-    let xsks = map_create(BPF_MAP_TYPE_XSKMAP, queue + 1)?;
-    map_update(&xsks, queue, xsk.fd() as u32)?;
-    let prog = prog_load(&steering_program(hosts.as_raw_fd(), xsks.as_raw_fd()))?;
-    let mut a = LinkCreate {
-        prog_fd: prog.as_raw_fd() as u32,
-        target_ifindex: ifindex,
-        attach_type: BPF_XDP,
-        flags: if generic { XDP_FLAGS_SKB_MODE } else { 0 },
-    };
-    let link = bpf(BPF_LINK_CREATE, &mut a)
-        .map_err(|e| io::Error::new(e.kind(), format!("attaching the XDP program: {e}")))?;
-    Ok(Steering { _link: link, _prog: prog, _hosts: hosts, _xsks: xsks })
-}
-
 /// The IPv4 addresses assigned to interface `name`.
 pub(crate) fn if_ipv4_addrs(name: &str) -> io::Result<Vec<Ipv4Addr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
@@ -635,30 +413,4 @@ pub(crate) fn if_ipv4_addrs(name: &str) -> io::Result<Vec<Ipv4Addr>> {
     // SAFETY: `head` came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn steering_program_jumps_land_on_its_pass_exit() {
-        let p = steering_program(7, 8);
-        let pass = p.len() - 2;
-        assert_eq!((p[pass].code, p[pass].imm), (0xb7, XDP_PASS), "r0 = XDP_PASS");
-        assert_eq!(p[pass + 1].code, 0x95, "exit");
-        let mut jumps = 0;
-        for (i, ins) in p.iter().enumerate() {
-            // Conditional jumps (class BPF_JMP with an operation other than call and exit).
-            if ins.code & 0x07 == 0x05 && ins.code != 0x85 && ins.code != 0x95 {
-                assert_eq!(i as i64 + 1 + i64::from(ins.off), pass as i64, "jump at {i}");
-                jumps += 1;
-            }
-        }
-        assert_eq!(jumps, 4);
-        // Both map loads are two-slot instructions naming the maps by descriptor.
-        let maps: Vec<i32> = p.iter().filter(|i| i.code == 0x18).map(|i| i.imm).collect();
-        assert_eq!(maps, [7, 8]);
-        assert_eq!(p[p.len() - 3].code, 0x95, "the redirect's exit precedes pass");
-    }
 }

@@ -1,0 +1,368 @@
+//! The cached rewrite replays the step exactly: flows of every mode, protocol and direction are
+//! driven through a forwarder until a frame is steady, its rewrite is derived, and later frames
+//! of the flow (other lengths, payloads, TTLs) go both through the step and through the cache:
+//! through a model of the XDP program here, and (root, `lab::`) through the program itself in
+//! the kernel (`BPF_PROG_TEST_RUN`).
+
+use std::net::SocketAddr;
+
+use super::*;
+use crate::craft::{self, CLIENT_MAC, PORT0_MAC, PORT1_MAC};
+use crate::frame::CsumState;
+use crate::fwd::{ForwarderConfig, Mode, PortId, UnknownCsum};
+
+/// What the XDP program does with a frame whose key has `val` in the cache: `false` when it
+/// leaves the frame (untouched) to user space.
+fn model(val: &[u8; v::LEN], f: &mut [u8]) -> bool {
+    let u32_at = |at: usize| u32::from_ne_bytes(val[at..at + 4].try_into().unwrap());
+    let tcp = f[23] == 6;
+    if tcp && f[47] & 0x07 != 0 {
+        return false;
+    }
+    if u32_at(v::FLAGS) & v::TTL_DEC != 0 {
+        if f[22] <= 1 {
+            return false;
+        }
+        f[22] -= 1;
+    }
+    let put =
+        |f: &mut [u8], at: usize, w: u32| f[at..at + 2].copy_from_slice(&(w as u16).to_ne_bytes());
+    let ip = apply(word(f, 24), u32_at(v::IP_DELTA));
+    put(f, 24, ip);
+    let at = if tcp { 50 } else { 40 };
+    let c = word(f, at);
+    if tcp || c != 0 {
+        let s = apply(c, u32_at(v::L4_DELTA));
+        put(f, at, if !tcp && s == 0 { 0xffff } else { s });
+    }
+    f[0..12].copy_from_slice(&val[v::MACS..v::MACS + 12]);
+    f[26..34].copy_from_slice(&val[v::ADDRS..v::ADDRS + 8]);
+    f[34..38].copy_from_slice(&val[v::PORTS..v::PORTS + 4]);
+    true
+}
+
+/// A flow's cached rewrite and later frames of the flow with what the step made of them
+/// (`None`: not forwarded).
+pub(super) struct Case {
+    pub(super) name: String,
+    pub(super) key: [u8; k::LEN],
+    pub(super) val: [u8; v::LEN],
+    pub(super) later: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+struct Rig {
+    fwd: Forwarder,
+    now: Instant,
+}
+
+impl Rig {
+    /// One frame through `process_batch`: (head before, frame after, verdict).
+    fn step(&mut self, frame: &[u8], port: PortId) -> (Snap, FrameBuf, Verdict) {
+        self.now = self.now.saturating_add(Duration::from_millis(1));
+        let mut b = FrameBuf::from_slice(frame);
+        b.meta.csum = CsumState::Complete;
+        let mut snap = Snap::default();
+        snap.take(&b);
+        let mut v = [Verdict::Host];
+        self.fwd.process_batch(self.now, std::slice::from_mut(&mut b), port, &mut v);
+        (snap, b, v[0])
+    }
+
+    /// The step's output for `frame`, if forwarded.
+    fn output(&mut self, frame: &[u8], port: PortId) -> Option<Vec<u8>> {
+        let (_, b, v) = self.step(frame, port);
+        matches!(v, Verdict::Forward(_)).then(|| b.as_slice().to_vec())
+    }
+}
+
+fn addr_of(f: &[u8], src: bool) -> SocketAddr {
+    let (a, p) = if src { (26, 34) } else { (30, 36) };
+    let ip = std::net::Ipv4Addr::new(f[a], f[a + 1], f[a + 2], f[a + 3]);
+    SocketAddr::new(ip.into(), u16::from_be_bytes([f[p], f[p + 1]]))
+}
+
+fn mac_of(f: &[u8], at: usize) -> crate::fwd::Mac {
+    f[at..at + 6].try_into().unwrap()
+}
+
+fn with_ttl(mut f: Vec<u8>, ttl: u8) -> Vec<u8> {
+    // Rewrite the TTL and fix the header checksum the plain way.
+    f[22] = ttl;
+    f[24] = 0;
+    f[25] = 0;
+    let mut s = 0u32;
+    for at in (14..34).step_by(2) {
+        s += u32::from(u16::from_be_bytes([f[at], f[at + 1]]));
+    }
+    let c = !(fold(s) as u16);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// Drives one TCP and one UDP flow per mode until their frames are steady in each direction
+/// the director sees, and collects the cases.
+pub(super) fn cases() -> Vec<Case> {
+    let mut out = Vec::new();
+    for mode in [Mode::Nat, Mode::FullNat, Mode::Dr] {
+        for tcp in [true, false] {
+            let cfg = ForwarderConfig {
+                unknown_csum: UnknownCsum::AssumeComplete,
+                ..ForwarderConfig::default()
+            };
+            let mut rig = Rig { fwd: craft::forwarder(mode, cfg), now: Instant::from_secs(1) };
+            let client: SocketAddr = "10.0.1.7:4321".parse().unwrap();
+            let vip: SocketAddr =
+                if tcp { "10.0.0.100:80" } else { "10.0.0.100:53" }.parse().unwrap();
+            let inbound = |flags: u8, payload: &[u8]| {
+                if tcp {
+                    craft::tcp(CLIENT_MAC, PORT0_MAC, client, vip, flags, 1000, &[], payload)
+                } else {
+                    craft::udp(CLIENT_MAC, PORT0_MAC, client, vip, payload)
+                }
+            };
+            // Until the inbound direction is steady (TCP: SYN, then the ACK that establishes).
+            let opening: Vec<Vec<u8>> = if tcp {
+                vec![inbound(0x02, b""), inbound(0x10, b""), inbound(0x18, b"data")]
+            } else {
+                (0..3).map(|i| inbound(0, &[b'a' + i; 5])).collect()
+            };
+            let mut last = None;
+            let mut real_side = None;
+            for (i, f) in opening.iter().enumerate() {
+                let (snap, after, verdict) = rig.step(f, PortId(0));
+                assert!(matches!(verdict, Verdict::Forward(_)), "{mode:?} {i}: {verdict:?}");
+                real_side.get_or_insert_with(|| after.as_slice().to_vec());
+                if tcp && i == 1 && mode != Mode::Dr {
+                    // The server's SYN-ACK: sent after the SYN, before the client's ACK.
+                    let s = real_side.clone().unwrap();
+                    let synack = craft::tcp(
+                        mac_of(&s, 0),
+                        PORT1_MAC,
+                        addr_of(&s, false),
+                        addr_of(&s, true),
+                        0x12,
+                        5000,
+                        &[],
+                        b"",
+                    );
+                    let (_, _, v2) = rig.step(&synack, PortId(1));
+                    assert!(matches!(v2, Verdict::Forward(_)), "{mode:?} SYN-ACK: {v2:?}");
+                    let (snap, after, verdict) = rig.step(f, PortId(0));
+                    assert!(matches!(verdict, Verdict::Forward(_)));
+                    last = Some((snap, after, verdict));
+                    continue;
+                }
+                last = Some((snap, after, verdict));
+            }
+            let (snap, after, verdict) = last.unwrap();
+            assert!(after.meta.steady, "{mode:?} tcp={tcp}: the last opening frame is steady");
+            let Verdict::Forward(_) = verdict else { unreachable!() };
+            let (key, val) = derive(&snap.head, snap.len, after.as_slice(), 7)
+                .unwrap_or_else(|e| panic!("{mode:?} tcp={tcp}: {e:?}"));
+            let later_in: Vec<Vec<u8>> = vec![
+                inbound(0x10, b""),
+                inbound(0x18, b"a longer payload than before"),
+                with_ttl(inbound(0x10, b"x"), 2),
+                with_ttl(inbound(0x10, b"y"), 1),
+                inbound(0x11, b""),
+            ];
+            let mut flows = vec![(format!("{mode:?} tcp={tcp} in"), key, val, later_in, PortId(0))];
+            // The reply direction (not through the director in DR).
+            if mode != Mode::Dr {
+                let s = real_side.unwrap();
+                let reply = |flags: u8, payload: &[u8]| {
+                    let (from, to) = (addr_of(&s, false), addr_of(&s, true));
+                    if tcp {
+                        craft::tcp(mac_of(&s, 0), PORT1_MAC, from, to, flags, 5001, &[], payload)
+                    } else {
+                        craft::udp(mac_of(&s, 0), PORT1_MAC, from, to, payload)
+                    }
+                };
+                let mut last = None;
+                for i in 0..3 {
+                    last = Some(rig.step(&reply(0x18, &[b'r'; 7][..4 + i]), PortId(1)));
+                }
+                let (snap, after, _) = last.unwrap();
+                assert!(after.meta.steady, "{mode:?} tcp={tcp}: replies are steady");
+                let (key, val) = derive(&snap.head, snap.len, after.as_slice(), 9)
+                    .unwrap_or_else(|e| panic!("{mode:?} tcp={tcp} out: {e:?}"));
+                let later_out = vec![reply(0x10, b""), reply(0x18, b"another reply, longer")];
+                // Replies first: the inbound FIN ends the session.
+                flows
+                    .insert(0, (format!("{mode:?} tcp={tcp} out"), key, val, later_out, PortId(1)));
+            }
+            for (name, key, val, frames, port) in flows {
+                let later = frames.into_iter().map(|f| (f.clone(), rig.output(&f, port))).collect();
+                out.push(Case { name, key, val, later });
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_cached_rewrite_replays_the_step_on_later_frames() {
+    let cases = cases();
+    assert_eq!(cases.len(), 10, "3 modes x 2 protocols inbound, 2 modes x 2 outbound");
+    let mut replayed = 0;
+    for c in &cases {
+        for (i, (frame, step)) in c.later.iter().enumerate() {
+            assert_eq!(key_of(frame), Some(c.key), "{} {i}: same flow", c.name);
+            let mut f = frame.clone();
+            if model(&c.val, &mut f) {
+                // What the cache forwards, the step forwards identically.
+                assert_eq!(Some(&f), step.as_ref(), "{} frame {i}", c.name);
+                replayed += 1;
+            } else {
+                assert_eq!(&f, frame, "{} frame {i}: left untouched", c.name);
+            }
+        }
+    }
+    assert!(replayed >= 30, "most later frames replayed: {replayed}");
+}
+
+#[test]
+fn frames_the_cache_must_not_replay_are_refused() {
+    let cases = cases();
+    let c = &cases[0];
+    let (frame, step) = &c.later[0];
+    let step = step.as_ref().unwrap();
+    assert!(derive(frame, frame.len(), step, 1).is_ok());
+    // A checksum the arithmetic does not reproduce (the step recomputed it in full, say).
+    let mut bad = step.clone();
+    bad[25] ^= 1;
+    assert_eq!(derive(frame, frame.len(), &bad, 1), Err(Refusal::Checksum));
+    let mut bad = step.clone();
+    bad[51] ^= 1;
+    assert_eq!(derive(frame, frame.len(), &bad, 1), Err(Refusal::Checksum));
+    // A length change (TOA), a SYN, a TTL drop of two, an IP option.
+    assert_eq!(derive(frame, frame.len() + 8, step, 1), Err(Refusal::Change));
+    let mut syn = frame.clone();
+    syn[47] = 0x02;
+    assert_eq!(derive(&syn, syn.len(), step, 1), Err(Refusal::Change));
+    let mut ttl = step.clone();
+    ttl[22] -= 1;
+    assert_eq!(derive(frame, frame.len(), &ttl, 1), Err(Refusal::Change));
+    let mut opt = frame.clone();
+    opt[14] = 0x46;
+    assert_eq!(derive(&opt, opt.len(), step, 1), Err(Refusal::Shape));
+}
+
+#[test]
+fn only_established_frames_of_the_fast_path_are_steady() {
+    let cfg =
+        ForwarderConfig { unknown_csum: UnknownCsum::AssumeComplete, ..ForwarderConfig::default() };
+    let mut rig = Rig { fwd: craft::forwarder(Mode::Nat, cfg), now: Instant::from_secs(1) };
+    let client: SocketAddr = "10.0.1.9:999".parse().unwrap();
+    let vip: SocketAddr = "10.0.0.100:80".parse().unwrap();
+    let seg = |flags: u8| craft::tcp(CLIENT_MAC, PORT0_MAC, client, vip, flags, 1, &[], b"");
+    let (_, syn, _) = rig.step(&seg(0x02), PortId(0));
+    assert!(!syn.meta.steady, "a SYN");
+    let (_, syn, _) = rig.step(&seg(0x02), PortId(0));
+    assert!(!syn.meta.steady, "a retransmitted SYN");
+    // Partial checksums never take the fast path.
+    let mut b = FrameBuf::from_slice(&seg(0x10));
+    b.meta.csum = CsumState::Partial;
+    let mut v = [Verdict::Host];
+    rig.fwd.process_batch(rig.now, std::slice::from_mut(&mut b), PortId(0), &mut v);
+    assert!(!b.meta.steady);
+    // A stale flag from an earlier use of the buffer is cleared.
+    let mut b = FrameBuf::from_slice(&craft::arp_request(
+        CLIENT_MAC,
+        [10, 0, 1, 9].into(),
+        [10, 0, 1, 1].into(),
+    ));
+    b.meta.steady = true;
+    rig.fwd.process_batch(rig.now, std::slice::from_mut(&mut b), PortId(0), &mut v);
+    assert!(!b.meta.steady);
+}
+
+#[test]
+fn the_forwarder_counts_offloaded_traffic_and_says_when_to_stop() {
+    let cases = cases();
+    let c = &cases[0];
+    let cfg =
+        ForwarderConfig { unknown_csum: UnknownCsum::AssumeComplete, ..ForwarderConfig::default() };
+    let mut rig = Rig { fwd: craft::forwarder(Mode::Nat, cfg), now: Instant::from_secs(1) };
+    // No session: stop.
+    assert!(!rig.fwd.offload_refresh(rig.now, &flow_key(&c.key), 5, 500));
+    // Established (as in `cases`): go on, and the packets count for the service.
+    let client: SocketAddr = "10.0.1.7:4321".parse().unwrap();
+    let vip: SocketAddr = "10.0.0.100:80".parse().unwrap();
+    let seg = |flags: u8| craft::tcp(CLIENT_MAC, PORT0_MAC, client, vip, flags, 1000, &[], b"");
+    let (_, s, _) = rig.step(&seg(0x02), PortId(0));
+    let s = s.as_slice().to_vec();
+    let synack = craft::tcp(
+        mac_of(&s, 0),
+        PORT1_MAC,
+        addr_of(&s, false),
+        addr_of(&s, true),
+        0x12,
+        1,
+        &[],
+        b"",
+    );
+    rig.step(&synack, PortId(1));
+    rig.step(&seg(0x10), PortId(0));
+    let before = rig.fwd.report().prometheus();
+    let later = rig.now.saturating_add(Duration::from_secs(600));
+    assert!(rig.fwd.offload_refresh(later, &flow_key(&c.key), 5, 500));
+    assert_eq!(rig.fwd.stats().offloaded, 5);
+    assert_ne!(before, rig.fwd.report().prometheus());
+    // The refresh kept the session alive past its original idle timeout (900 s established).
+    let at = later.saturating_add(Duration::from_secs(800));
+    assert!(rig.fwd.offload_refresh(at, &flow_key(&c.key), 0, 0));
+    // A FIN moves it out of Established: stop.
+    rig.step(&seg(0x11), PortId(0));
+    assert!(!rig.fwd.offload_refresh(at, &flow_key(&c.key), 0, 0));
+}
+
+/// The XDP program itself, run by the kernel on the same frames (root).
+#[cfg(feature = "lab")]
+mod lab {
+    use super::super::super::sys::bpf::{self, MAP_HASH, MAP_XSK, Map};
+    use super::super::super::xdp_prog::{XDP_PASS, XDP_REDIRECT, program};
+    use super::*;
+
+    #[test]
+    fn the_xdp_program_replays_the_step_like_the_model() {
+        if crate::lab::skip_unless_root("link::offload::tests::lab") {
+            return;
+        }
+        let hosts = Map::create(MAP_HASH, 4, 4, 1).unwrap();
+        let xsks = Map::create(MAP_XSK, 4, 4, 1).unwrap();
+        let cache = FlowOffload::new(64).unwrap();
+        let prog = bpf::load_xdp(&program(hosts.fd(), xsks.fd(), Some(cache.fd())), "slb_test")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut replayed = 0;
+        for c in cases() {
+            cache.map.update(&c.key, &c.val).unwrap();
+            let (mut packets, mut bytes) = (0u64, 0u64);
+            for (i, (frame, _)) in c.later.iter().enumerate() {
+                let mut want = frame.clone();
+                let forwarded = model(&c.val, &mut want);
+                let mut got = frame.clone();
+                let verdict = bpf::test_run(&prog, &mut got).unwrap();
+                let expect = if forwarded { XDP_REDIRECT } else { XDP_PASS };
+                assert_eq!(verdict as i32, expect, "{} frame {i}", c.name);
+                assert_eq!(got, want, "{} frame {i}", c.name);
+                if forwarded {
+                    packets += 1;
+                    bytes += u64::from(u16::from_be_bytes([frame[16], frame[17]]));
+                    replayed += 1;
+                }
+            }
+            let mut val = [0u8; v::LEN];
+            assert!(cache.map.lookup(&c.key, &mut val).unwrap());
+            let counter = |at: usize| u64::from_ne_bytes(val[at..at + 8].try_into().unwrap());
+            assert_eq!((counter(v::PACKETS), counter(v::BYTES)), (packets, bytes), "{}", c.name);
+            assert!(cache.map.delete(&c.key).unwrap());
+            // Without the flow: the frame is left to the socket (here: none, so the kernel).
+            let (frame, _) = &c.later[0];
+            let mut got = frame.clone();
+            assert_eq!(bpf::test_run(&prog, &mut got).unwrap() as i32, XDP_PASS);
+            assert_eq!(&got, frame);
+        }
+        assert!(replayed >= 30);
+    }
+}
