@@ -42,6 +42,8 @@ pub(crate) struct DirectorSection {
     pub(crate) coalesce_us: u64,
     /// "detect" | "assume-complete": transport checksums of frames whose link cannot tell.
     pub(crate) unknown_checksums: String,
+    /// XDP links: forward established flows in the XDP program (the flow cache).
+    pub(crate) offload: bool,
 }
 
 impl Default for DirectorSection {
@@ -57,6 +59,7 @@ impl Default for DirectorSection {
             preallocate: false,
             coalesce_us: 50,
             unknown_checksums: "detect".into(),
+            offload: false,
         }
     }
 }
@@ -190,6 +193,7 @@ pub(crate) fn from_harness_env() -> Result<Config> {
                 .unwrap_or(0),
             // The contract: tx checksum offload is off on the client and servers.
             unknown_checksums: "assume-complete".into(),
+            offload: std::env::var("OFFLOAD").is_ok_and(|v| v == "1"),
             ..DirectorSection::default()
         },
         port: vec![

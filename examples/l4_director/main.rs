@@ -5,7 +5,8 @@
 //!
 //! ```sh
 //! cargo run --release --example l4_director -- --config director.toml
-//! # the harness: LINK=batched|ring|xdp|xdp-generic|pnet selects the link (default batched)
+//! # the harness: LINK=batched|ring|xdp|xdp-generic|pnet selects the link (default batched),
+//! # OFFLOAD=1 the XDP flow cache (with LINK=xdp-generic on veth)
 //! CANDIDATE_CMD="LINK=batched target/release/examples/l4_director" shared/bench/l4-compare.sh
 //! ```
 //!
@@ -27,6 +28,10 @@
 //!                           # transport sum first; "assume-complete" trusts it (senders without
 //!                           # tx checksum offload, e.g. frames from the wire); the harness
 //!                           # contract promises complete sums, so its mode assumes them
+//! offload = false           # xdp links: established flows are forwarded by the XDP program
+//!                           # itself from a flow cache the director fills (needs complete
+//!                           # checksums: "assume-complete"; no effect with [sync]; on veth
+//!                           # use xdp-generic, a veth peer without XDP cannot take redirects)
 //! local_addresses = ["10.0.2.100"]   # FULLNAT pool
 //! sessions = 1048576        # session table capacity (half of it at most half-open)
 //! preallocate = false       # reserve it at start, huge pages advised (recommended in production)
@@ -110,7 +115,7 @@ use slb::l4::fwd::{
     Route, ServiceConfig, UnknownCsum,
 };
 use slb::l4::health::{HttpProbe, Monitor, TcpConnectProbe, spawn_prober};
-use slb::l4::link::{AfPacketLink, PnetLink, XdpConfig, XdpLink};
+use slb::l4::link::{AfPacketLink, FlowOffload, OffloadConfig, PnetLink, XdpConfig, XdpLink};
 
 use config::{Config, fmt_mac, from_harness_env, parse_mac};
 
@@ -122,8 +127,20 @@ struct Args {
     config: Option<std::path::PathBuf>,
 }
 
-fn build(cfg: &Config) -> Result<(Forwarder, Vec<BoxLink>)> {
+fn build(cfg: &Config) -> Result<(Forwarder, Vec<BoxLink>, Option<FlowOffload>)> {
     let d = &cfg.director;
+    let offload = if d.offload {
+        if !d.link.starts_with("xdp") || d.unknown_checksums != "assume-complete" {
+            bail!(
+                "offload = true needs link = \"xdp\" or \"xdp-generic\" and unknown_checksums = \"assume-complete\""
+            );
+        }
+        // Each session is two flows (one per direction).
+        let flows = u32::try_from(d.sessions.saturating_mul(2)).unwrap_or(u32::MAX);
+        Some(FlowOffload::new(flows).context("creating the XDP flow cache")?)
+    } else {
+        None
+    };
     let mut fcfg = ForwarderConfig {
         strict_tcp: d.strict_tcp,
         expire_nodest_conn: d.expire_nodest_conn,
@@ -168,7 +185,7 @@ fn build(cfg: &Config) -> Result<(Forwarder, Vec<BoxLink>)> {
                 let generic = d.link == "xdp-generic";
                 Box::new(XdpLink::open(
                     &p.interface,
-                    &XdpConfig { generic, ..XdpConfig::default() },
+                    &XdpConfig { generic, offload: offload.clone(), ..XdpConfig::default() },
                 )?)
             }
             other => bail!("unknown link {other:?} (batched, ring, xdp, xdp-generic, pnet)"),
@@ -205,7 +222,7 @@ fn build(cfg: &Config) -> Result<(Forwarder, Vec<BoxLink>)> {
         sc.reals = s.reals.iter().map(|a| RealConfig::new(*a)).collect();
         fwd.add_service(sc)?;
     }
-    Ok((fwd, links))
+    Ok((fwd, links, offload))
 }
 
 fn main() -> Result<()> {
@@ -218,7 +235,7 @@ fn main() -> Result<()> {
         let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("{}", path.display()))?
     };
-    let (mut fwd, links) = build(&cfg)?;
+    let (mut fwd, links, offload) = build(&cfg)?;
     #[allow(clippy::disallowed_methods)] // the example is a driver: it owns the clock
     let clock = Clock::with_origin(std::time::Instant::now());
     let cluster = match &cfg.sync {
@@ -236,6 +253,14 @@ fn main() -> Result<()> {
         ..DriverConfig::default()
     };
     let mut director = Director::new(fwd, links, clock, dcfg);
+    if let Some(cache) = offload {
+        if cfg.sync.is_some() {
+            eprintln!(
+                "offload: with [sync] the fast path reports to the sync engine; nothing is cached"
+            );
+        }
+        director = director.with_offload(cache, OffloadConfig::default());
+    }
     let drain = cluster.as_ref().map(|c| c.1);
     if let Some((c, _)) = cluster {
         director = director.with_cluster(c);
@@ -288,5 +313,8 @@ fn main() -> Result<()> {
     }
     eprint!("{}", director.forwarder().report().ipvsadm());
     eprintln!("links: {:?}", director.link_stats());
+    if let Some(o) = director.offload_stats() {
+        eprintln!("offload: {o:?}");
+    }
     Ok(())
 }

@@ -27,15 +27,19 @@ use slb_core::sched::{SchedulerConfig, SchedulerKind};
 use slb_core::time::Clock;
 use slb_l4::driver::{BoxLink, Director, DriverConfig, interface_info};
 use slb_l4::frame::FrameBuf;
-use slb_l4::fwd::{Forwarder, ForwarderConfig, Mode, PortConfig, ServiceConfig};
+use slb_l4::fwd::{Forwarder, ForwarderConfig, Mode, PortConfig, ServiceConfig, UnknownCsum};
 use slb_l4::health::{Monitor, TcpConnectProbe, spawn_prober};
 use slb_l4::lab::{Lab, Netns, in_netns, skip_unless_root, wait_until};
-use slb_l4::link::{AfPacketLink, Link, LinkStats, PnetLink, XdpConfig, XdpLink};
+use slb_l4::link::{
+    AfPacketLink, FlowOffload, Link, LinkStats, OffloadConfig, OffloadStats, PnetLink, XdpConfig,
+    XdpLink,
+};
 use slb_l4::wire::{self, Kind};
 
 const VIP: &str = "10.0.0.100";
 const BIG: usize = 20 << 20;
-const LINKS: [LinkKind; 4] = [LinkKind::Pnet, LinkKind::Batched, LinkKind::Ring, LinkKind::Xdp];
+const LINKS: [LinkKind; 5] =
+    [LinkKind::Pnet, LinkKind::Batched, LinkKind::Ring, LinkKind::Xdp, LinkKind::XdpOffload];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum LinkKind {
@@ -43,9 +47,11 @@ enum LinkKind {
     Batched,
     Ring,
     Xdp,
+    /// The AF_XDP link in generic mode with the XDP flow cache.
+    XdpOffload,
 }
 
-fn open(kind: LinkKind, ifname: &str) -> BoxLink {
+fn open(kind: LinkKind, ifname: &str, cache: Option<&FlowOffload>) -> BoxLink {
     match kind {
         LinkKind::Pnet => Box::new(PnetLink::open(ifname, 4 << 20).expect("pnet link")),
         LinkKind::Batched => {
@@ -55,6 +61,10 @@ fn open(kind: LinkKind, ifname: &str) -> BoxLink {
             Box::new(AfPacketLink::open_ring(ifname, 64, 4 << 20, 4 << 20).expect("ring link"))
         }
         LinkKind::Xdp => Box::new(XdpLink::open(ifname, &XdpConfig::default()).expect("xdp link")),
+        LinkKind::XdpOffload => {
+            let cfg = XdpConfig { generic: true, offload: cache.cloned(), ..XdpConfig::default() };
+            Box::new(XdpLink::open(ifname, &cfg).expect("xdp link with offload"))
+        }
     }
 }
 
@@ -81,9 +91,11 @@ struct World {
     servers: Vec<Netns>,
     nginx: Vec<slb_l4::lab::Proc>,
     dir: PathBuf,
-    /// The director's link counters, stored when its loop ends.
-    link_stats: Arc<std::sync::Mutex<Vec<LinkStats>>>,
+    /// The director's link and flow cache counters, stored when its loop ends.
+    link_stats: Arc<std::sync::Mutex<Stats>>,
 }
+
+type Stats = (Vec<LinkStats>, Option<OffloadStats>);
 
 fn work_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("slb-lab-l4-{}-{tag}", std::process::id()));
@@ -221,17 +233,23 @@ fn world(mode: Mode, link: LinkKind, health: Option<HealthConfig>) -> World {
     ];
     let ports: Vec<&'static str> = if dr { vec!["lb-s"] } else { vec!["lb-c", "lb-s"] };
     let stop2 = Arc::clone(&stop);
-    let link_stats = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let link_stats = Arc::new(std::sync::Mutex::new((Vec::new(), None)));
     let stats_out = Arc::clone(&link_stats);
     let director = in_netns(lb.name(), move || {
-        let mut fwd = Forwarder::new(ForwarderConfig::default());
+        let offload = link == LinkKind::XdpOffload;
+        // The lab's veths have checksum offloads off: complete sums, which the cache needs.
+        let unknown_csum =
+            if offload { UnknownCsum::AssumeComplete } else { UnknownCsum::default() };
+        let mut fwd =
+            Forwarder::new(ForwarderConfig { unknown_csum, ..ForwarderConfig::default() });
+        let cache = offload.then(|| FlowOffload::new(4096).expect("flow cache"));
         let mut links = Vec::new();
         for p in &ports {
             let (mac, addrs) = interface_info(p).unwrap();
             let mut pc = PortConfig::new(mac);
             pc.addrs = addrs.into_iter().filter(|a| a.addr.is_ipv4()).collect();
             fwd.add_port(pc).unwrap();
-            links.push(open(link, p));
+            links.push(open(link, p, cache.as_ref()));
         }
         fwd.add_local_addr("10.0.2.100".parse().unwrap());
         for (proto, port) in [(Protocol::Tcp, 80), (Protocol::Udp, 53)] {
@@ -248,10 +266,16 @@ fn world(mode: Mode, link: LinkKind, health: Option<HealthConfig>) -> World {
         }
         let clock = Clock::with_origin(Instant::now());
         // The AF_XDP runs also exercise receive coalescing (the example's default).
-        let coalesce =
-            if link == LinkKind::Xdp { Duration::from_micros(50) } else { Duration::ZERO };
+        let coalesce = if matches!(link, LinkKind::Xdp | LinkKind::XdpOffload) {
+            Duration::from_micros(50)
+        } else {
+            Duration::ZERO
+        };
         let dcfg = DriverConfig { coalesce, ..DriverConfig::default() };
         let mut d = Director::new(fwd, links, clock, dcfg);
+        if let Some(cache) = cache {
+            d = d.with_offload(cache, OffloadConfig::default());
+        }
         if let Some(hc) = health {
             let targets: Vec<_> = d
                 .forwarder()
@@ -271,7 +295,7 @@ fn world(mode: Mode, link: LinkKind, health: Option<HealthConfig>) -> World {
             d.run(&stop2).expect("director loop");
             eprint!("{}", d.forwarder().report().ipvsadm());
             eprintln!("{:?}", d.forwarder().stats());
-            *stats_out.lock().unwrap() = d.link_stats();
+            *stats_out.lock().unwrap() = (d.link_stats(), d.offload_stats());
         })
     })
     .unwrap();
@@ -288,8 +312,9 @@ fn world(mode: Mode, link: LinkKind, health: Option<HealthConfig>) -> World {
 }
 
 impl World {
-    /// Stops the director (and the other in-process threads); returns its links' counters.
-    fn stop_director(&mut self) -> Vec<LinkStats> {
+    /// Stops the director (and the other in-process threads); returns its links' and flow
+    /// cache's counters.
+    fn stop_director(&mut self) -> Stats {
         self.threads.stop.store(true, Ordering::Relaxed);
         for h in self.threads.handles.drain(..) {
             let _ = h.join();
@@ -434,7 +459,20 @@ fn lab_l4_curl_20mb_and_udp_in_every_mode_and_link() {
                 assert!(a.port() >= 1024);
             }
         }
-        let stats = w.stop_director();
+        let (stats, offload) = w.stop_director();
+        if link == LinkKind::XdpOffload {
+            // Most of the download's segments and acknowledgements went through the cache,
+            // not through user space (DR: only the client's acknowledgements pass the
+            // director).
+            let o = offload.expect("offload stats");
+            let rx: u64 = stats.iter().map(|s| s.rx_frames).sum();
+            eprintln!("{mode:?}: flow cache {o:?}, user space received {rx} frames");
+            assert!(o.learned >= 2 && o.packets > 2 * rx, "{mode:?}: {o:?}, {stats:?}");
+            if mode != Mode::Dr {
+                // Every segment of the download but the first few (IP bytes: more than 20 MB).
+                assert!(o.bytes > BIG as u64 * 9 / 10, "{mode:?}: {o:?}");
+            }
+        }
         if link == LinkKind::Xdp {
             // The data path went through the AF_XDP sockets, not the side packet socket.
             for s in &stats {
