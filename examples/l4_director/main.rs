@@ -30,8 +30,8 @@
 //!                           # contract promises complete sums, so its mode assumes them
 //! offload = false           # xdp links: established flows are forwarded by the XDP program
 //!                           # itself from a flow cache the director fills (needs complete
-//!                           # checksums: "assume-complete"; no effect with [sync]; on veth
-//!                           # use xdp-generic, a veth peer without XDP cannot take redirects)
+//!                           # checksums: "assume-complete"; on veth use xdp-generic, a veth
+//!                           # peer without XDP cannot take redirects)
 //! local_addresses = ["10.0.2.100"]   # FULLNAT pool
 //! sessions = 1048576        # session table capacity (half of it at most half-open)
 //! preallocate = false       # reserve it at start, huge pages advised (recommended in production)
@@ -254,11 +254,6 @@ fn main() -> Result<()> {
     };
     let mut director = Director::new(fwd, links, clock, dcfg);
     if let Some(cache) = offload {
-        if cfg.sync.is_some() {
-            eprintln!(
-                "offload: with [sync] the fast path reports to the sync engine; nothing is cached"
-            );
-        }
         director = director.with_offload(cache, OffloadConfig::default());
     }
     let drain = cluster.as_ref().map(|c| c.1);

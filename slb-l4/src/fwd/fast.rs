@@ -6,7 +6,8 @@
 //! declines *before changing anything* that the general step would not change the same way,
 //! and the general step then runs. The only thing it may have done before declining is the
 //! session lookup, whose one side effect (collecting an expired session) the general step's
-//! own lookup would have had, and which it does not repeat. Declined: sync reporting, IPv6, IP
+//! own lookup would have had, and which it does not repeat. Declined: packets a cluster's sync
+//! reports (state changes, the sync filter's counts), IPv6, IP
 //! options, fragments, checksums that are not known (or, with
 //! `UnknownCsum::AssumeComplete`, assumed) to be complete, new flows, finished TCP
 //! sessions hit by a SYN, TTL 1, `expire_nodest_conn`, peer-installed sessions, TOA, unknown
@@ -44,7 +45,7 @@ impl Forwarder {
             // As `needs_full_csum` decides: trusted only when the configuration says so.
             CsumState::Unknown => self.cfg.unknown_csum == UnknownCsum::AssumeComplete,
         };
-        if !complete || m.v6 || self.sync.reporting() {
+        if !complete || m.v6 {
             return None;
         }
         let is_tcp = m.proto == proto::TCP;
@@ -52,7 +53,7 @@ impl Forwarder {
         let mut e = self.table.lookup_prepared(key, hint, now)?;
         let dir = e.direction();
         let s = e.session();
-        let (backend, state, mut ext) = (s.backend(), s.state(), s.ext);
+        let (backend, state, mut ext, packets_in) = (s.backend(), s.state(), s.ext, s.packets_in);
         if s.flags & super::PEER_SESSION != 0 {
             return None;
         }
@@ -78,6 +79,15 @@ impl Forwarder {
             if toa {
                 return None;
             }
+        }
+        // With a cluster, a packet whose step reports the session (a state change, or the
+        // inbound count the sync filter picks) takes the general step, which reports it.
+        if self.sync.reporting()
+            && (next != state
+                || (dir == Direction::Inbound
+                    && self.sync.count_matches(packets_in.saturating_add(1))))
+        {
+            return None;
         }
         // New addresses (IPv4: the table keeps both keys of a session in one family).
         let (ends, _) = session_ends(&e, &self.reals, (dir, mode), &ext, backend, key, m)?;

@@ -44,9 +44,15 @@ impl Forwarder {
         let (backend, state, svc) = (s.backend(), s.state(), s.ext.svc);
         let steady = (key.proto != Protocol::Tcp || state == ConnState::Established)
             && s.flags & PEER_SESSION == 0;
+        let inbound = dir == Direction::Inbound;
+        let mut report = None;
         if packets > 0 {
-            e.record_packets(now, u32::try_from(packets).unwrap_or(u32::MAX));
-            let inbound = dir == Direction::Inbound;
+            let old = s.packets_in;
+            let count = e.record_packets(now, u32::try_from(packets).unwrap_or(u32::MAX));
+            // With a cluster: the resync the packets' own steps would have sent.
+            if inbound && self.sync.count_crossed(old, count) {
+                report = Some((e.session().clone(), e.keys()));
+            }
             self.stats.offloaded += packets;
             if let Some(s) = self.services.list.get_mut(usize::from(svc)) {
                 s.stats.packets(inbound, packets, bytes);
@@ -54,6 +60,11 @@ impl Forwarder {
             if let Some(r) = self.reals.get_mut(backend.0 as usize) {
                 r.stats.packets(inbound, packets, bytes);
             }
+        }
+        if let Some((s, (fwd, rev))) = report
+            && let Some(mode) = self.services.list.get(usize::from(svc)).map(|v| v.mode())
+        {
+            self.report_change(fwd, rev, &s, Some(state), mode);
         }
         let real_up =
             self.reals.get(backend.0 as usize).is_some_and(|r| r.state == BackendState::Up);

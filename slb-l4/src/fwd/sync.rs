@@ -60,6 +60,15 @@ impl ChangeFilter {
             count % self.period == self.threshold % self.period
         }
     }
+
+    /// True when a count in `(old, new]` is reported: packets counted in bulk (an offload's)
+    /// trigger the report their last one-by-one count would have.
+    fn matches_any(&self, old: u32, new: u32) -> bool {
+        if self.period != 0 && new.saturating_sub(old) >= self.period {
+            return true;
+        }
+        (old.saturating_add(1)..=new).any(|c| self.matches(c))
+    }
 }
 
 /// A session as the forwarder reports it: everything a peer needs to forward both directions.
@@ -206,6 +215,11 @@ impl SyncHooks {
     #[inline]
     pub(super) fn count_matches(&self, count: u32) -> bool {
         self.changes.as_ref().is_some_and(|c| c.filter.matches(count))
+    }
+
+    /// True when inbound packets bringing the count from `old` to `new` are reported.
+    pub(super) fn count_crossed(&self, old: u32, new: u32) -> bool {
+        self.changes.as_ref().is_some_and(|c| c.filter.matches_any(old, new))
     }
 
     pub(super) fn push(&mut self, change: SessionChange) {

@@ -19,8 +19,9 @@
 //! Requires complete transport checksums on arrival (the program updates them incrementally):
 //! the forwarder marks frames steady only when their sums are known, or configured, to be
 //! complete (`UnknownCsum::AssumeComplete` for the XDP links, which cannot tell). With a
-//! cluster, nothing is offloaded: the sync engine must see the packets (the forwarder's fast
-//! path, which marks frames steady, stands aside while sync reports).
+//! cluster, the packets the sync reports (state changes, the sync filter's counts) are not
+//! steady and keep coming through user space, and the cached traffic reported back through
+//! [`Forwarder::offload_refresh`] sends the periodic resyncs its packets would have sent.
 
 use std::collections::HashMap;
 use std::io;

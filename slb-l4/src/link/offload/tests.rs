@@ -317,6 +317,50 @@ fn the_forwarder_counts_offloaded_traffic_and_says_when_to_stop() {
     assert!(!rig.fwd.offload_refresh(at, &flow_key(&c.key), 0, 0));
 }
 
+#[test]
+fn offloaded_packets_resync_a_cluster_session_as_their_own_steps_would() {
+    use crate::fwd::ChangeFilter;
+    let cfg =
+        ForwarderConfig { unknown_csum: UnknownCsum::AssumeComplete, ..ForwarderConfig::default() };
+    let mut rig = Rig { fwd: craft::forwarder(Mode::Nat, cfg), now: Instant::from_secs(1) };
+    rig.fwd.enable_session_changes(ChangeFilter { threshold: 3, period: 50 }, 64);
+    let client: SocketAddr = "10.0.1.7:4321".parse().unwrap();
+    let vip: SocketAddr = "10.0.0.100:80".parse().unwrap();
+    let seg = |flags: u8| craft::tcp(CLIENT_MAC, PORT0_MAC, client, vip, flags, 1000, &[], b"");
+    let (_, s, _) = rig.step(&seg(0x02), PortId(0));
+    let s = s.as_slice().to_vec();
+    let synack = craft::tcp(
+        mac_of(&s, 0),
+        PORT1_MAC,
+        addr_of(&s, false),
+        addr_of(&s, true),
+        0x12,
+        1,
+        &[],
+        b"",
+    );
+    rig.step(&synack, PortId(1));
+    let (_, ack, _) = rig.step(&seg(0x10), PortId(0));
+    // With a cluster the fast path still serves (and marks) what the sync does not report:
+    // the inbound packets 2 (the state change) and 3 (the filter's threshold) are reported.
+    let (_, third, _) = rig.step(&seg(0x18), PortId(0));
+    let (_, fourth, _) = rig.step(&seg(0x18), PortId(0));
+    assert!(!ack.meta.steady && !third.meta.steady && fourth.meta.steady);
+    let drained = std::iter::from_fn(|| rig.fwd.poll_session_change()).count();
+    assert!(drained >= 2, "SYN and establishment reported: {drained}");
+    let key = flow_key(&key_of(&seg(0x10)).unwrap());
+    // Inbound count 4 -> 40: no count of the filter (53, 103, ...) passed.
+    assert!(rig.fwd.offload_refresh(rig.now, &key, 36, 3600));
+    assert_eq!(rig.fwd.poll_session_change(), None);
+    // 40 -> 60 passes 53: one resync, as the 53rd packet's step would have sent.
+    assert!(rig.fwd.offload_refresh(rig.now, &key, 20, 2000));
+    assert!(rig.fwd.poll_session_change().is_some());
+    assert_eq!(rig.fwd.poll_session_change(), None);
+    // A burst longer than the period always passes one.
+    assert!(rig.fwd.offload_refresh(rig.now, &key, 50, 5000));
+    assert!(rig.fwd.poll_session_change().is_some());
+}
+
 /// The XDP program itself, run by the kernel on the same frames (root).
 #[cfg(feature = "lab")]
 mod lab {
