@@ -67,16 +67,20 @@ fn director_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn config(topo: &Topology, mode: Mode, i: usize, link: &str) -> String {
+fn config(topo: &Topology, mode: Mode, i: usize, link: &str, offload: bool) -> String {
     let n = topo.directors.len();
     let reals: Vec<String> =
         (0..topo.servers.len()).map(|s| format!("\"{}:{VPORT}\"", topo::server_ip(s))).collect();
     let mode_name = mode.name();
+    // The cache updates checksums incrementally: the lab's veths have no checksum offloads.
+    let csums = if offload { "assume-complete" } else { "detect" };
     let locals =
         if mode == Mode::FullNat { format!("[\"{}\"]", topo::local_ip(i)) } else { "[]".into() };
     let mut c = format!(
         r#"[director]
 link = "{link}"
+offload = {offload}
+unknown_checksums = "{csums}"
 local_addresses = {locals}
 sessions = 262144
 preallocate = true
@@ -174,7 +178,7 @@ pub(crate) fn start(
         DirectorKind::Slb => {
             let bin = director_binary()?;
             let cfg = dirs.dir.join(format!("d{}.toml", i + 1));
-            std::fs::write(&cfg, config(topo, mode, i, &args.link))?;
+            std::fs::write(&cfg, config(topo, mode, i, &args.link, args.offload))?;
             let log = dirs.dir.join(format!("d{}.log", i + 1));
             let p =
                 lab.spawn(d, &[bin.as_os_str(), "--config".as_ref(), cfg.as_os_str()], Some(&log))?;

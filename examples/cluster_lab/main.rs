@@ -68,6 +68,9 @@ struct Args {
     /// The slb directors' link (l4_director's `link`: batched, ring, xdp, xdp-generic, pnet).
     #[arg(long, default_value = "batched")]
     link: String,
+    /// The slb directors' XDP flow cache (l4_director's `offload`; with --link xdp-generic).
+    #[arg(long)]
+    offload: bool,
     /// Stream for this long after the scenario's last action, to show the survivors keep going.
     #[arg(long, default_value_t = 3)]
     settle_secs: u64,
@@ -328,6 +331,7 @@ fn run(args: &Args, mode: Mode, stop: &AtomicBool) -> anyhow::Result<Report> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = stop_tx.send(true);
+    let mut offloaded = 0;
     if args.director == DirectorKind::Slb {
         for i in (0..n_dir).filter(|&i| dirs.procs[i].is_some()) {
             let Some((_, m)) = directors::http_get(&topo, i, "/metrics") else { continue };
@@ -337,6 +341,11 @@ fn run(args: &Args, mode: Mode, stop: &AtomicBool) -> anyhow::Result<Report> {
                 .collect();
             let synced = directors::metric(&m, "slb_cluster_sessions_synced").unwrap_or(0);
             eprintln!("d{}: {synced} synced sessions unclaimed, drops {drops:?}", i + 1);
+            if args.offload {
+                let n = directors::metric(&m, "slb_l4_offloaded_total").unwrap_or(0);
+                eprintln!("d{}: {n} packets forwarded by the XDP flow cache", i + 1);
+                offloaded += n;
+            }
         }
     }
     let mut reports = streams.join();
@@ -381,7 +390,9 @@ fn run(args: &Args, mode: Mode, stop: &AtomicBool) -> anyhow::Result<Report> {
         && reports
             .iter()
             .filter(|r| r.server == failed_server && failed_server.is_some())
-            .all(|r| r.error.is_some());
+            .all(|r| r.error.is_some())
+        // With --offload the surviving directors' caches must have carried traffic.
+        && (!args.offload || offloaded > 0);
     let json = format!(
         "{{\"scenario\":\"{}\",\"mode\":\"{}\",\"connections\":{},\"survived\":{},\"bytes_verified\":{},\"max_stall_ms\":{},\"resync_ms\":{}}}",
         args.scenario.name(),
