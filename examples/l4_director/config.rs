@@ -44,6 +44,9 @@ pub(crate) struct DirectorSection {
     pub(crate) unknown_checksums: String,
     /// XDP links: forward established flows in the XDP program (the flow cache).
     pub(crate) offload: bool,
+    /// Flows the cache holds (a session is one flow per direction); the kernel allocates the
+    /// whole map at start, ~120 bytes per flow.
+    pub(crate) offload_flows: u32,
 }
 
 impl Default for DirectorSection {
@@ -60,6 +63,7 @@ impl Default for DirectorSection {
             coalesce_us: 50,
             unknown_checksums: "detect".into(),
             offload: false,
+            offload_flows: 262_144,
         }
     }
 }

@@ -32,6 +32,8 @@
 //!                           # itself from a flow cache the director fills (needs complete
 //!                           # checksums: "assume-complete"; on veth use xdp-generic, a veth
 //!                           # peer without XDP cannot take redirects)
+//! offload_flows = 262144    # flows the cache holds (one per session and direction; the map
+//!                           # is allocated at start, ~120 B each); the rest use user space
 //! local_addresses = ["10.0.2.100"]   # FULLNAT pool
 //! sessions = 1048576        # session table capacity (half of it at most half-open)
 //! preallocate = false       # reserve it at start, huge pages advised (recommended in production)
@@ -135,9 +137,7 @@ fn build(cfg: &Config) -> Result<(Forwarder, Vec<BoxLink>, Option<FlowOffload>)>
                 "offload = true needs link = \"xdp\" or \"xdp-generic\" and unknown_checksums = \"assume-complete\""
             );
         }
-        // Each session is two flows (one per direction).
-        let flows = u32::try_from(d.sessions.saturating_mul(2)).unwrap_or(u32::MAX);
-        Some(FlowOffload::new(flows).context("creating the XDP flow cache")?)
+        Some(FlowOffload::new(d.offload_flows).context("creating the XDP flow cache")?)
     } else {
         None
     };
