@@ -761,21 +761,12 @@ impl<X> EntryMut<'_, X> {
     /// updated count of that direction.
     #[inline]
     pub fn record_packet(&mut self, now: Instant) -> u32 {
-        let timeout = self.table.config.timeouts.of(self.session().state);
-        let dir = self.dir;
-        let s = self.table.session_mut(self.fam, self.idx);
-        s.last_seen = now;
-        s.expires = now + timeout;
-        let c = match dir {
-            Direction::Inbound => &mut s.packets_in,
-            Direction::Outbound => &mut s.packets_out,
-        };
-        *c = c.saturating_add(1);
-        *c
+        self.record_packets(now, 1)
     }
 
     /// [`EntryMut::record_packet`] for `n` packets at once (e.g. packets an offload forwarded
     /// since it last reported); `n = 0` only refreshes the idle timeout.
+    #[inline]
     pub fn record_packets(&mut self, now: Instant, n: u32) -> u32 {
         let timeout = self.table.config.timeouts.of(self.session().state);
         let dir = self.dir;

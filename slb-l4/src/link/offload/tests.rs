@@ -68,6 +68,32 @@ impl Rig {
         (snap, b, v[0])
     }
 
+    /// A NAT forwarder that trusts checksums, as the XDP links configure it.
+    fn nat() -> Rig {
+        let cfg = ForwarderConfig {
+            unknown_csum: UnknownCsum::AssumeComplete,
+            ..ForwarderConfig::default()
+        };
+        Rig { fwd: craft::forwarder(Mode::Nat, cfg), now: Instant::from_secs(1) }
+    }
+
+    /// A segment of client 10.0.1.7:4321 to the VIP's port 80.
+    fn seg(flags: u8) -> Vec<u8> {
+        let client: SocketAddr = "10.0.1.7:4321".parse().unwrap();
+        let vip: SocketAddr = "10.0.0.100:80".parse().unwrap();
+        craft::tcp(CLIENT_MAC, PORT0_MAC, client, vip, flags, 1000, &[], b"")
+    }
+
+    /// The client's SYN, the server's SYN-ACK, and the client's ACK (returned after its step).
+    fn handshake(&mut self) -> FrameBuf {
+        let (_, s, _) = self.step(&Rig::seg(0x02), PortId(0));
+        let s = s.as_slice().to_vec();
+        let (from, to) = (addr_of(&s, false), addr_of(&s, true));
+        let synack = craft::tcp(mac_of(&s, 0), PORT1_MAC, from, to, 0x12, 1, &[], b"");
+        self.step(&synack, PortId(1));
+        self.step(&Rig::seg(0x10), PortId(0)).1
+    }
+
     /// The step's output for `frame`, if forwarded.
     fn output(&mut self, frame: &[u8], port: PortId) -> Option<Vec<u8>> {
         let (_, b, v) = self.step(frame, port);
@@ -250,12 +276,8 @@ fn frames_the_cache_must_not_replay_are_refused() {
 
 #[test]
 fn only_established_frames_of_the_fast_path_are_steady() {
-    let cfg =
-        ForwarderConfig { unknown_csum: UnknownCsum::AssumeComplete, ..ForwarderConfig::default() };
-    let mut rig = Rig { fwd: craft::forwarder(Mode::Nat, cfg), now: Instant::from_secs(1) };
-    let client: SocketAddr = "10.0.1.9:999".parse().unwrap();
-    let vip: SocketAddr = "10.0.0.100:80".parse().unwrap();
-    let seg = |flags: u8| craft::tcp(CLIENT_MAC, PORT0_MAC, client, vip, flags, 1, &[], b"");
+    let mut rig = Rig::nat();
+    let seg = Rig::seg;
     let (_, syn, _) = rig.step(&seg(0x02), PortId(0));
     assert!(!syn.meta.steady, "a SYN");
     let (_, syn, _) = rig.step(&seg(0x02), PortId(0));
@@ -281,29 +303,11 @@ fn only_established_frames_of_the_fast_path_are_steady() {
 fn the_forwarder_counts_offloaded_traffic_and_says_when_to_stop() {
     let cases = cases();
     let c = &cases[0];
-    let cfg =
-        ForwarderConfig { unknown_csum: UnknownCsum::AssumeComplete, ..ForwarderConfig::default() };
-    let mut rig = Rig { fwd: craft::forwarder(Mode::Nat, cfg), now: Instant::from_secs(1) };
+    let mut rig = Rig::nat();
     // No session: stop.
     assert!(!rig.fwd.offload_refresh(rig.now, &flow_key(&c.key), 5, 500));
     // Established (as in `cases`): go on, and the packets count for the service.
-    let client: SocketAddr = "10.0.1.7:4321".parse().unwrap();
-    let vip: SocketAddr = "10.0.0.100:80".parse().unwrap();
-    let seg = |flags: u8| craft::tcp(CLIENT_MAC, PORT0_MAC, client, vip, flags, 1000, &[], b"");
-    let (_, s, _) = rig.step(&seg(0x02), PortId(0));
-    let s = s.as_slice().to_vec();
-    let synack = craft::tcp(
-        mac_of(&s, 0),
-        PORT1_MAC,
-        addr_of(&s, false),
-        addr_of(&s, true),
-        0x12,
-        1,
-        &[],
-        b"",
-    );
-    rig.step(&synack, PortId(1));
-    rig.step(&seg(0x10), PortId(0));
+    rig.handshake();
     let before = rig.fwd.report().prometheus();
     let later = rig.now.saturating_add(Duration::from_secs(600));
     assert!(rig.fwd.offload_refresh(later, &flow_key(&c.key), 5, 500));
@@ -313,34 +317,17 @@ fn the_forwarder_counts_offloaded_traffic_and_says_when_to_stop() {
     let at = later.saturating_add(Duration::from_secs(800));
     assert!(rig.fwd.offload_refresh(at, &flow_key(&c.key), 0, 0));
     // A FIN moves it out of Established: stop.
-    rig.step(&seg(0x11), PortId(0));
+    rig.step(&Rig::seg(0x11), PortId(0));
     assert!(!rig.fwd.offload_refresh(at, &flow_key(&c.key), 0, 0));
 }
 
 #[test]
 fn offloaded_packets_resync_a_cluster_session_as_their_own_steps_would() {
     use crate::fwd::ChangeFilter;
-    let cfg =
-        ForwarderConfig { unknown_csum: UnknownCsum::AssumeComplete, ..ForwarderConfig::default() };
-    let mut rig = Rig { fwd: craft::forwarder(Mode::Nat, cfg), now: Instant::from_secs(1) };
+    let mut rig = Rig::nat();
     rig.fwd.enable_session_changes(ChangeFilter { threshold: 3, period: 50 }, 64);
-    let client: SocketAddr = "10.0.1.7:4321".parse().unwrap();
-    let vip: SocketAddr = "10.0.0.100:80".parse().unwrap();
-    let seg = |flags: u8| craft::tcp(CLIENT_MAC, PORT0_MAC, client, vip, flags, 1000, &[], b"");
-    let (_, s, _) = rig.step(&seg(0x02), PortId(0));
-    let s = s.as_slice().to_vec();
-    let synack = craft::tcp(
-        mac_of(&s, 0),
-        PORT1_MAC,
-        addr_of(&s, false),
-        addr_of(&s, true),
-        0x12,
-        1,
-        &[],
-        b"",
-    );
-    rig.step(&synack, PortId(1));
-    let (_, ack, _) = rig.step(&seg(0x10), PortId(0));
+    let seg = Rig::seg;
+    let ack = rig.handshake();
     // With a cluster the fast path still serves (and marks) what the sync does not report:
     // the inbound packets 2 (the state change) and 3 (the filter's threshold) are reported.
     let (_, third, _) = rig.step(&seg(0x18), PortId(0));
