@@ -397,3 +397,19 @@ mod lab {
         assert!(replayed >= 30);
     }
 }
+
+proptest::proptest! {
+    /// Frame heads are untrusted bytes: deriving an entry from any pair of them never panics,
+    /// and an entry is derived only from a pair of IPv4 TCP/UDP heads of one flow shape.
+    #[test]
+    fn deriving_from_arbitrary_bytes_never_panics(
+        before in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+        after in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+        len in 0usize..2000,
+    ) {
+        if let Ok((key, _)) = derive(&before, len, &after, 3) {
+            proptest::prop_assert_eq!(key_of(&before), Some(key));
+            proptest::prop_assert!(key_of(&after).is_some() && len == after.len());
+        }
+    }
+}
