@@ -47,6 +47,9 @@ pub(crate) struct DirectorSection {
     /// Flows the cache holds (a session is one flow per direction); the kernel allocates the
     /// whole map at start, ~120 bytes per flow.
     pub(crate) offload_flows: u32,
+    /// AF_PACKET links: drop the frames the director forwards at the interface's TCX ingress
+    /// hook, after the packet socket's copy, so the kernel's IP stack does not handle them too.
+    pub(crate) drop_transit: bool,
 }
 
 impl Default for DirectorSection {
@@ -64,6 +67,7 @@ impl Default for DirectorSection {
             unknown_checksums: "detect".into(),
             offload: false,
             offload_flows: 262_144,
+            drop_transit: false,
         }
     }
 }
@@ -198,6 +202,7 @@ pub(crate) fn from_harness_env() -> Result<Config> {
             // The contract: tx checksum offload is off on the client and servers.
             unknown_checksums: "assume-complete".into(),
             offload: std::env::var("OFFLOAD").is_ok_and(|v| v == "1"),
+            drop_transit: std::env::var("DROP_TRANSIT").is_ok_and(|v| v == "1"),
             ..DirectorSection::default()
         },
         port: vec![

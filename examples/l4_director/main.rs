@@ -34,6 +34,9 @@
 //!                           # peer without XDP cannot take redirects)
 //! offload_flows = 262144    # flows the cache holds (one per session and direction; the map
 //!                           # is allocated at start, ~120 B each); the rest use user space
+//! drop_transit = false      # pnet/batched/ring: drop the frames the director forwards at the
+//!                           # interface's TCX ingress, after the packet socket's copy, so the
+//!                           # kernel's IP stack does not handle them too. Harness: DROP_TRANSIT=1
 //! local_addresses = ["10.0.2.100"]   # FULLNAT pool
 //! sessions = 1048576        # session table capacity (half of it at most half-open)
 //! preallocate = false       # reserve it at start, huge pages advised (recommended in production)
@@ -117,7 +120,9 @@ use slb::l4::fwd::{
     Route, ServiceConfig, UnknownCsum,
 };
 use slb::l4::health::{HttpProbe, Monitor, TcpConnectProbe, spawn_prober};
-use slb::l4::link::{AfPacketLink, FlowOffload, OffloadConfig, PnetLink, XdpConfig, XdpLink};
+use slb::l4::link::{
+    AfPacketLink, FlowOffload, OffloadConfig, PnetLink, TransitFilter, XdpConfig, XdpLink,
+};
 
 use config::{Config, fmt_mac, from_harness_env, parse_mac};
 
@@ -129,7 +134,16 @@ struct Args {
     config: Option<std::path::PathBuf>,
 }
 
-fn build(cfg: &Config) -> Result<(Forwarder, Vec<BoxLink>, Option<FlowOffload>)> {
+/// What `build` makes: the forwarder, its links, the XDP flow cache and the transit filters
+/// (kept alive as long as the director runs).
+struct Built {
+    fwd: Forwarder,
+    links: Vec<BoxLink>,
+    offload: Option<FlowOffload>,
+    _filters: Vec<TransitFilter>,
+}
+
+fn build(cfg: &Config) -> Result<Built> {
     let d = &cfg.director;
     let offload = if d.offload {
         if !d.link.starts_with("xdp") || d.unknown_checksums != "assume-complete" {
@@ -168,6 +182,7 @@ fn build(cfg: &Config) -> Result<(Forwarder, Vec<BoxLink>, Option<FlowOffload>)>
         );
     }
     let mut links: Vec<BoxLink> = Vec::new();
+    let mut filters = Vec::new();
     for p in &cfg.port {
         let (mac, addrs) = interface_info(&p.interface)?;
         let mut pc = PortConfig::new(mac);
@@ -191,6 +206,15 @@ fn build(cfg: &Config) -> Result<(Forwarder, Vec<BoxLink>, Option<FlowOffload>)>
             other => bail!("unknown link {other:?} (batched, ring, xdp, xdp-generic, pnet)"),
         };
         links.push(link);
+        if d.drop_transit {
+            if d.link.starts_with("xdp") {
+                bail!("drop_transit is for the AF_PACKET links (pnet, batched, ring)");
+            }
+            filters.push(
+                TransitFilter::attach(&p.interface, None)
+                    .with_context(|| format!("the transit filter on {}", p.interface))?,
+            );
+        }
     }
     for n in &cfg.neighbour {
         fwd.add_neighbour(n.ip, parse_mac(&n.mac)?);
@@ -222,7 +246,7 @@ fn build(cfg: &Config) -> Result<(Forwarder, Vec<BoxLink>, Option<FlowOffload>)>
         sc.reals = s.reals.iter().map(|a| RealConfig::new(*a)).collect();
         fwd.add_service(sc)?;
     }
-    Ok((fwd, links, offload))
+    Ok(Built { fwd, links, offload, _filters: filters })
 }
 
 fn main() -> Result<()> {
@@ -235,7 +259,7 @@ fn main() -> Result<()> {
         let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("{}", path.display()))?
     };
-    let (mut fwd, links, offload) = build(&cfg)?;
+    let Built { mut fwd, links, offload, _filters } = build(&cfg)?;
     #[allow(clippy::disallowed_methods)] // the example is a driver: it owns the clock
     let clock = Clock::with_origin(std::time::Instant::now());
     let cluster = match &cfg.sync {

@@ -31,8 +31,8 @@ use slb_l4::fwd::{Forwarder, ForwarderConfig, Mode, PortConfig, ServiceConfig, U
 use slb_l4::health::{Monitor, TcpConnectProbe, spawn_prober};
 use slb_l4::lab::{Lab, Netns, in_netns, skip_unless_root, wait_until};
 use slb_l4::link::{
-    AfPacketLink, FlowOffload, Link, LinkStats, OffloadConfig, OffloadStats, PnetLink, XdpConfig,
-    XdpLink,
+    AfPacketLink, FlowOffload, Link, LinkStats, OffloadConfig, OffloadStats, PnetLink,
+    TransitFilter, XdpConfig, XdpLink,
 };
 use slb_l4::wire::{self, Kind};
 
@@ -88,6 +88,7 @@ struct World {
     threads: Threads,
     lab: Lab,
     c: Netns,
+    lb: Netns,
     servers: Vec<Netns>,
     nginx: Vec<slb_l4::lab::Proc>,
     dir: PathBuf,
@@ -96,6 +97,20 @@ struct World {
 }
 
 type Stats = (Vec<LinkStats>, Option<OffloadStats>);
+
+/// The kernel's count of IPv4 frames it dropped for an address it neither owns nor forwards
+/// to (`Ip: InAddrErrors` in the namespace's /proc/net/snmp): the transit frames an AF_PACKET
+/// director's kernel handles after the packet socket's copy.
+fn in_addr_errors(ns: &Netns) -> u64 {
+    in_netns(ns.name(), || {
+        let text = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+        let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
+        let (names, values) = (ip.next().unwrap(), ip.next().unwrap());
+        let col = names.split_whitespace().position(|n| n == "InAddrErrors").unwrap();
+        values.split_whitespace().nth(col).unwrap().parse().unwrap()
+    })
+    .unwrap()
+}
 
 fn work_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("slb-lab-l4-{}-{tag}", std::process::id()));
@@ -251,6 +266,12 @@ fn world(mode: Mode, link: LinkKind, health: Option<HealthConfig>) -> World {
             fwd.add_port(pc).unwrap();
             links.push(open(link, p, cache.as_ref()));
         }
+        // The ring runs keep the kernel's IP stack out of the data path.
+        let filters: Vec<TransitFilter> = if link == LinkKind::Ring {
+            ports.iter().map(|p| TransitFilter::attach(p, None).expect("transit filter")).collect()
+        } else {
+            Vec::new()
+        };
         fwd.add_local_addr("10.0.2.100".parse().unwrap());
         for (proto, port) in [(Protocol::Tcp, 80), (Protocol::Udp, 53)] {
             let s = ServiceConfig::new(
@@ -292,6 +313,7 @@ fn world(mode: Mode, link: LinkKind, health: Option<HealthConfig>) -> World {
         }
         d.announce().unwrap();
         std::thread::spawn(move || {
+            let _filters = filters;
             d.run(&stop2).expect("director loop");
             eprint!("{}", d.forwarder().report().ipvsadm());
             eprintln!("{:?}", d.forwarder().stats());
@@ -304,6 +326,7 @@ fn world(mode: Mode, link: LinkKind, health: Option<HealthConfig>) -> World {
         threads: Threads { stop, handles },
         lab,
         c,
+        lb,
         servers: vec![s1, s2],
         nginx,
         dir,
@@ -434,7 +457,18 @@ fn lab_l4_curl_20mb_and_udp_in_every_mode_and_link() {
         // 20 MB, byte for byte.
         let out = w.dir.join("download");
         let t = Instant::now();
+        let errors = in_addr_errors(&w.lb);
         w.curl("big", Some(&out)).unwrap();
+        let errors = in_addr_errors(&w.lb) - errors;
+        match link {
+            // The transit filter kept the download's frames from the kernel's IP stack...
+            LinkKind::Ring => assert!(errors < 50, "{mode:?}: {errors} transit frames"),
+            // ...which otherwise sees (and drops) each of them after the packet socket.
+            LinkKind::Batched if mode != Mode::Dr => {
+                assert!(errors > 1000, "{mode:?}: {errors} transit frames")
+            }
+            _ => {}
+        }
         let got = std::fs::read(&out).unwrap();
         let want = std::fs::read(w.dir.join("big")).unwrap();
         assert!(got == want, "{mode:?}/{link:?}: 20 MB download differs ({} bytes)", got.len());

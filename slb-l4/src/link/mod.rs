@@ -21,6 +21,8 @@ mod pnet;
 #[cfg(feature = "io")]
 pub(crate) mod sys;
 #[cfg(feature = "io")]
+mod transit;
+#[cfg(feature = "io")]
 mod xdp;
 #[cfg(feature = "io")]
 pub(crate) mod xdp_prog;
@@ -34,6 +36,8 @@ pub use offload::{FlowOffload, OffloadConfig, OffloadStats};
 pub use pcap::PcapWriter;
 #[cfg(feature = "io")]
 pub use pnet::PnetLink;
+#[cfg(feature = "io")]
+pub use transit::TransitFilter;
 #[cfg(feature = "io")]
 pub use xdp::{XdpConfig, XdpLink};
 

@@ -88,11 +88,7 @@ impl Steering {
         kernel_addrs: &[Ipv4Addr],
         cfg: &XdpConfig,
     ) -> io::Result<Self> {
-        let hosts = Map::create(MAP_HASH, 4, 4, (kernel_addrs.len() as u32).max(1))?;
-        for a in kernel_addrs {
-            // The program reads the address straight from the frame: network order.
-            hosts.update(&a.octets(), &1u32.to_ne_bytes())?;
-        }
+        let hosts = hosts_map(kernel_addrs)?;
         let xsks = Map::create(MAP_XSK, 4, 4, queue + 1)?;
         xsks.update(&queue.to_ne_bytes(), &(xsk.fd() as u32).to_ne_bytes())?;
         let flows = cfg.offload.as_ref().map(|f| f.fd());
@@ -107,6 +103,16 @@ impl Steering {
             _flows: cfg.offload.clone(),
         })
     }
+}
+
+/// The map of IPv4 addresses whose frames the programs leave to the kernel.
+pub(super) fn hosts_map(addrs: &[Ipv4Addr]) -> io::Result<Map> {
+    let hosts = Map::create(MAP_HASH, 4, 4, (addrs.len() as u32).max(1))?;
+    for a in addrs {
+        // The programs read the address straight from the frame: network order.
+        hosts.update(&a.octets(), &1u32.to_ne_bytes())?;
+    }
+    Ok(hosts)
 }
 
 /// An AF_XDP socket plus a side packet socket for what the steering program leaves to the

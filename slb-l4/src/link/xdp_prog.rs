@@ -106,6 +106,7 @@ const ATOMIC_DW: u8 = 0xdb;
 const LD_DW: u8 = 0x18;
 const JA: u8 = 0x05;
 const JEQ_IMM: u8 = 0x15;
+const JEQ32_IMM: u8 = 0x16;
 const JNE_IMM: u8 = 0x55;
 const JLE_IMM: u8 = 0xb5;
 const JGT_REG: u8 = 0x2d;
@@ -161,27 +162,7 @@ impl Asm {
 /// `xsks` (queue -> AF_XDP socket) and optionally `flows` (see [`flow_key`], [`flow_value`]).
 pub(crate) fn program(hosts: RawFd, xsks: RawFd, flows: Option<RawFd>) -> Vec<Insn> {
     let mut a = Asm::default();
-    // r6 = ctx; r2 = data; r3 = data_end.
-    a.op(MOV_REG, 6, 1, 0, 0);
-    a.op(LDX_W, 2, 6, 0, 0);
-    a.op(LDX_W, 3, 6, 4, 0);
-    // Ethernet and an IPv4 header must be there.
-    a.op(MOV_REG, 4, 2, 0, 0);
-    a.op(ADD_IMM, 4, 0, 0, 34);
-    a.jump(JGT_REG, 4, 3, 0, "pass");
-    a.op(LDX_H, 4, 2, 12, 0);
-    a.jump(JNE_IMM, 4, 0, 0x0008, "pass"); // ethertype != htons(0x0800)
-    a.op(LDX_B, 4, 2, 30, 0);
-    a.op(AND_IMM, 4, 0, 0, 0xf0);
-    a.jump(JEQ_IMM, 4, 0, 0xe0, "pass"); // multicast destination
-    // Addresses of the host itself stay with the kernel.
-    a.op(LDX_W, 4, 2, 30, 0);
-    a.op(STX_W, 10, 4, -4, 0);
-    a.ld_map(1, hosts);
-    a.op(MOV_REG, 2, 10, 0, 0);
-    a.op(ADD_IMM, 2, 0, 0, -4);
-    a.call(FN_MAP_LOOKUP);
-    a.jump(JNE_IMM, 0, 0, 0, "pass");
+    transit_ipv4(&mut a, 0, 4, hosts);
     if let Some(flows) = flows {
         offload_block(&mut a, flows);
     }
@@ -196,6 +177,53 @@ pub(crate) fn program(hosts: RawFd, xsks: RawFd, flows: Option<RawFd>) -> Vec<In
     a.op(MOV_IMM, 0, 0, 0, XDP_PASS);
     a.exit();
     a.finish()
+}
+
+/// `TCX_PASS` and `TCX_DROP` (linux/bpf.h).
+const TCX_PASS: i32 = 0;
+const TCX_DROP: i32 = 2;
+
+/// A TCX ingress program for the AF_PACKET links: it runs after the packet sockets took their
+/// copies and drops the frames the director forwards (IPv4 unicast not for one of `hosts`), so
+/// that the kernel's IP stack does not handle them a second time (route lookup, error counting,
+/// or, with forwarding on, forwarding them too). Everything else passes.
+pub(crate) fn transit_drop_program(hosts: RawFd) -> Vec<Insn> {
+    let mut a = Asm::default();
+    // `struct __sk_buff`: data at 76, data_end at 80 (at ingress, data is the MAC header).
+    transit_ipv4(&mut a, 76, 80, hosts);
+    a.op(MOV_IMM, 0, 0, 0, TCX_DROP);
+    a.exit();
+    a.label("pass");
+    a.op(MOV_IMM, 0, 0, 0, TCX_PASS);
+    a.exit();
+    a.finish()
+}
+
+/// The common start: r6 = ctx; jumps to "pass" unless the frame is IPv4 unicast (not
+/// multicast, not the limited broadcast) to an address not in `hosts`. `data` and `end` are the
+/// context offsets of the frame's start and end.
+fn transit_ipv4(a: &mut Asm, data: i16, end: i16, hosts: RawFd) {
+    a.op(MOV_REG, 6, 1, 0, 0);
+    a.op(LDX_W, 2, 6, data, 0);
+    a.op(LDX_W, 3, 6, end, 0);
+    // Ethernet and an IPv4 header must be there.
+    a.op(MOV_REG, 4, 2, 0, 0);
+    a.op(ADD_IMM, 4, 0, 0, 34);
+    a.jump(JGT_REG, 4, 3, 0, "pass");
+    a.op(LDX_H, 4, 2, 12, 0);
+    a.jump(JNE_IMM, 4, 0, 0x0008, "pass"); // ethertype != htons(0x0800)
+    a.op(LDX_B, 4, 2, 30, 0);
+    a.op(AND_IMM, 4, 0, 0, 0xf0);
+    a.jump(JEQ_IMM, 4, 0, 0xe0, "pass"); // multicast destination
+    a.op(LDX_W, 4, 2, 30, 0);
+    a.jump(JEQ32_IMM, 4, 0, -1, "pass"); // 255.255.255.255
+    // Addresses of the host itself stay with the kernel.
+    a.op(STX_W, 10, 4, -4, 0);
+    a.ld_map(1, hosts);
+    a.op(MOV_REG, 2, 10, 0, 0);
+    a.op(ADD_IMM, 2, 0, 0, -4);
+    a.call(FN_MAP_LOOKUP);
+    a.jump(JNE_IMM, 0, 0, 0, "pass");
 }
 
 /// The flow-map fast path: jumps to "xsk" for anything it does not forward itself.
@@ -305,7 +333,7 @@ mod tests {
     use super::*;
 
     fn is_cond_jump(i: &Insn) -> bool {
-        i.code & 0x07 == 0x05 && i.code != CALL && i.code != EXIT
+        matches!(i.code & 0x07, 0x05 | 0x06) && i.code != CALL && i.code != EXIT && i.code != JA
     }
 
     #[test]
@@ -321,6 +349,7 @@ mod tests {
             assert_eq!((p[xsk].code, p[xsk].off), (LDX_W, 16), "r2 = ctx->rx_queue_index");
             for (i, ins) in p.iter().enumerate() {
                 if is_cond_jump(ins) || ins.code == JA {
+                    // (every jump goes forward and stays inside the program)
                     let to = i as i64 + 1 + i64::from(ins.off);
                     assert!(to > i as i64 && (to as usize) < p.len(), "jump at {i} to {to}");
                 }
@@ -329,7 +358,7 @@ mod tests {
             match flows {
                 None => {
                     assert_eq!(maps, [7, 8]);
-                    assert_eq!(p.len(), 27, "the plain steering program");
+                    assert_eq!(p.len(), 28, "the plain steering program");
                 }
                 Some(f) => assert_eq!(maps, [7, f, 8]),
             }
@@ -351,5 +380,24 @@ mod tests {
         // Too short, IP options, fragment, other protocol, short UDP, short TCP, TCP flags,
         // no flow, TTL.
         assert_eq!(to_xsk, 9);
+    }
+
+    #[test]
+    fn the_transit_filter_drops_only_after_every_pass_check() {
+        let p = transit_drop_program(7);
+        let n = p.len();
+        assert_eq!((p[n - 4].code, p[n - 4].imm), (MOV_IMM, TCX_DROP));
+        assert_eq!((p[n - 2].code, p[n - 2].imm), (MOV_IMM, TCX_PASS));
+        let pass = n - 2;
+        let mut to_pass = 0;
+        for (i, ins) in p.iter().enumerate() {
+            if is_cond_jump(ins) {
+                assert_eq!(i as i64 + 1 + i64::from(ins.off), pass as i64, "jump at {i}");
+                to_pass += 1;
+            }
+        }
+        // Too short, not IPv4, multicast, broadcast, one of the host's addresses.
+        assert_eq!(to_pass, 5);
+        assert_eq!((p[2].code, p[2].off), (LDX_W, 80), "data_end of the __sk_buff");
     }
 }

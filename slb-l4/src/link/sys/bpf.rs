@@ -24,8 +24,10 @@ const BPF_LINK_CREATE: libc::c_long = 28;
 pub(crate) const MAP_HASH: u32 = 1;
 /// `BPF_MAP_TYPE_XSKMAP`.
 pub(crate) const MAP_XSK: u32 = 17;
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
+const BPF_TCX_INGRESS: u32 = 46;
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFd> {
@@ -185,13 +187,23 @@ impl Map {
 
 /// Loads an XDP program; on failure the error carries the verifier's log.
 pub(crate) fn load_xdp(insns: &[Insn], name: &str) -> io::Result<OwnedFd> {
+    load(insns, name, BPF_PROG_TYPE_XDP, BPF_XDP)
+}
+
+/// Loads a TC program for the TCX ingress hook; on failure the error carries the verifier's
+/// log.
+pub(crate) fn load_tcx_ingress(insns: &[Insn], name: &str) -> io::Result<OwnedFd> {
+    load(insns, name, BPF_PROG_TYPE_SCHED_CLS, BPF_TCX_INGRESS)
+}
+
+fn load(insns: &[Insn], name: &str, prog_type: u32, attach: u32) -> io::Result<OwnedFd> {
     let license = c"GPL";
     let mut prog_name = [0u8; 16];
     for (d, s) in prog_name.iter_mut().zip(name.bytes().take(15)) {
         *d = s;
     }
     let mut a = ProgLoad {
-        prog_type: BPF_PROG_TYPE_XDP,
+        prog_type,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
@@ -202,7 +214,7 @@ pub(crate) fn load_xdp(insns: &[Insn], name: &str) -> io::Result<OwnedFd> {
         prog_flags: 0,
         prog_name,
         prog_ifindex: 0,
-        expected_attach_type: BPF_XDP,
+        expected_attach_type: attach,
     };
     match bpf(BPF_PROG_LOAD, &mut a) {
         Ok(fd) => Ok(fd),
@@ -225,7 +237,7 @@ pub(crate) fn load_xdp(insns: &[Insn], name: &str) -> io::Result<OwnedFd> {
                 .rev()
                 .collect::<Vec<_>>()
                 .join("\n");
-            Err(io::Error::new(e.kind(), format!("loading the XDP program {name}: {e}: {tail}")))
+            Err(io::Error::new(e.kind(), format!("loading the BPF program {name}: {e}: {tail}")))
         }
     }
 }
@@ -242,6 +254,19 @@ pub(crate) fn attach_xdp(prog: &OwnedFd, ifindex: u32, generic: bool) -> io::Res
     };
     bpf(BPF_LINK_CREATE, &mut a)
         .map_err(|e| io::Error::new(e.kind(), format!("attaching the XDP program: {e}")))
+}
+
+/// Attaches `prog` to the TCX ingress hook of interface `ifindex` through a BPF link (detached
+/// when the returned descriptor closes). It runs after packet sockets got their copies.
+pub(crate) fn attach_tcx_ingress(prog: &OwnedFd, ifindex: u32) -> io::Result<OwnedFd> {
+    let mut a = LinkCreate {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_TCX_INGRESS,
+        flags: 0,
+    };
+    bpf(BPF_LINK_CREATE, &mut a)
+        .map_err(|e| io::Error::new(e.kind(), format!("attaching the TCX ingress program: {e}")))
 }
 
 /// Runs `prog` once on `frame` (rewritten in place, up to its length) and returns the
