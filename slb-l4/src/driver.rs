@@ -300,7 +300,7 @@ impl Director {
     fn housekeeping(&mut self, now: Instant) {
         // The cache's traffic first, so that no session it keeps busy expires.
         if let Some((o, _)) = &mut self.offload {
-            o.scan(&mut self.fwd, now);
+            o.scan(&mut self.fwd, now, false);
         }
         self.fwd.expire(now, self.cfg.sweep_budget);
         if let Some(rx) = &self.health {
@@ -375,7 +375,7 @@ impl Director {
         // The flow cache's last traffic, so that the counters are complete at exit.
         let now = self.now();
         if let Some((o, _)) = &mut self.offload {
-            o.scan(&mut self.fwd, now);
+            o.scan(&mut self.fwd, now, true);
         }
         Ok(())
     }

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use slb_core::flow::{FlowKey, Protocol};
+use slb_core::session::ConnState;
 use slb_core::time::Instant;
 
 use super::sys::bpf::{MAP_HASH, Map};
@@ -225,13 +226,21 @@ pub struct OffloadConfig {
     /// A cached flow is forgotten after this long even if it stays steady, and relearned from
     /// its next frame through user space, so that new neighbour MACs or routes take effect.
     pub max_age: Duration,
-    /// Cached flows examined per housekeeping round (each costs a map lookup).
+    /// Every cached flow is examined (its traffic reported, its session refreshed) at least
+    /// this often; the driver shortens it to a quarter of the forwarder's shortest steady
+    /// timeout (UDP, TCP established) if that is less. The rounds spread the flows evenly.
+    pub cycle: Duration,
+    /// Most cached flows examined per housekeeping round (each costs a map lookup).
     pub scan_budget: usize,
 }
 
 impl Default for OffloadConfig {
     fn default() -> Self {
-        OffloadConfig { max_age: Duration::from_secs(30), scan_budget: 4096 }
+        OffloadConfig {
+            max_age: Duration::from_secs(30),
+            cycle: Duration::from_secs(10),
+            scan_budget: 4096,
+        }
     }
 }
 
@@ -271,6 +280,8 @@ pub(crate) struct Offloader {
     flows: Vec<Tracked>,
     index: HashMap<[u8; k::LEN], usize>,
     cursor: usize,
+    /// When the last scan round ran.
+    last_scan: Option<Instant>,
     stats: OffloadStats,
 }
 
@@ -283,6 +294,7 @@ impl Offloader {
             flows: Vec::new(),
             index: HashMap::new(),
             cursor: 0,
+            last_scan: None,
             stats: OffloadStats::default(),
         }
     }
@@ -365,11 +377,21 @@ impl Offloader {
         self.stats.forgotten += 1;
     }
 
-    /// One housekeeping round (before the session sweep): reports the traffic of up to
-    /// `scan_budget` cached flows to the forwarder and forgets those it no longer calls steady
-    /// and those older than `max_age`.
-    pub(crate) fn scan(&mut self, fwd: &mut Forwarder, now: Instant) {
-        let n = self.cfg.scan_budget.min(self.flows.len());
+    /// One housekeeping round (before the session sweep): reports the traffic of the cached
+    /// flows due (the share of a `cycle` since the last round; all of them with `all`) to the
+    /// forwarder, and forgets those it no longer calls steady and those older than `max_age`.
+    pub(crate) fn scan(&mut self, fwd: &mut Forwarder, now: Instant, all: bool) {
+        let since = self.last_scan.map_or(self.cfg.cycle, |t| now.saturating_duration_since(t));
+        self.last_scan = Some(now);
+        let timeouts = &fwd.config().table.timeouts;
+        let steady = timeouts.of(ConnState::Udp).min(timeouts.of(ConnState::Established));
+        let cycle = self.cfg.cycle.min(steady / 4).max(Duration::from_millis(1));
+        let share = (self.flows.len() as u128 * since.as_nanos()).div_ceil(cycle.as_nanos());
+        let n = if all {
+            self.flows.len()
+        } else {
+            (share as usize).min(self.cfg.scan_budget).min(self.flows.len())
+        };
         for _ in 0..n {
             if self.cursor >= self.flows.len() {
                 self.cursor = 0;
