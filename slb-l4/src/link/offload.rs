@@ -9,9 +9,9 @@
 //!   anything else -> AF_XDP -> process_batch -> steady? learn (key, rewrite) from the frame
 //!                                                        before and after its step
 //!                                               not steady and cached? forget the flow
-//!   every housekeeping round (driver) -> Forwarder::offload_refresh with the cache's
-//!     counters: keeps sessions alive, counts for the service and real; forgets flows the
-//!     forwarder no longer calls steady, and every flow after `max_age` (new MACs, routes)
+//!   housekeeping (driver), each cached flow once per `cycle` -> Forwarder::offload_refresh
+//!     with its counters: keeps the session alive, counts for the service and real; forgets
+//!     flows the forwarder no longer calls steady, and every flow after `max_age` (new MACs)
 //! ```
 //! A cached rewrite is derived from one frame before and after the step, and checked before
 //! it is cached: the program's checksum arithmetic applied to the frame before must give the
