@@ -65,7 +65,7 @@ impl Packed {
 impl<K: PackedKey, X> Family<K, X> {
     /// Checks a prepared candidate: `Some(answer)` when it holds, `None` when the lookup must
     /// be done afresh.
-    #[inline]
+    #[inline(always)]
     fn resolve(&self, k: &K, p: &Prepared, fresh: bool) -> Option<Option<(u32, Direction)>> {
         if p.slot == 0 {
             // Absent when prepared (no tag matched in either index): still absent if nothing
@@ -191,7 +191,7 @@ impl<X> SessionTable<X> {
     /// [`SessionTable::lookup`] with a hint from [`SessionTable::prepare`] for the same key:
     /// the same answer, found without the memory waits when the hint still holds. A hint for
     /// another key or table, or one the table's changes since have made stale, is ignored.
-    #[inline]
+    #[inline(always)]
     pub fn lookup_prepared(
         &mut self,
         key: &FlowKey,
@@ -200,13 +200,19 @@ impl<X> SessionTable<X> {
     ) -> Option<EntryMut<'_, X>> {
         let found = match self.resolve(key, &hint) {
             Some(answer) => answer,
-            None => self.locate(key),
+            None => self.locate_unprepared(key),
         };
         let (fam, idx, dir) = found?;
         self.entry_at(fam, idx, dir, now)
     }
 
-    #[inline]
+    /// [`SessionTable::locate`] kept out of line: the rare case of a prepared lookup.
+    #[inline(never)]
+    fn locate_unprepared(&self, key: &FlowKey) -> Option<(Fam, u32, Direction)> {
+        self.locate(key)
+    }
+
+    #[inline(always)]
     fn resolve(&self, key: &FlowKey, p: &Prepared) -> Option<Option<(Fam, u32, Direction)>> {
         if p.table != self.id || p.flags & VALID == 0 {
             return None;

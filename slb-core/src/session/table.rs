@@ -423,7 +423,7 @@ impl<X> SessionTable<X> {
     }
 
     /// The entry of a located session, or `None` after collecting it if it expired.
-    #[inline]
+    #[inline(always)]
     fn entry_at(
         &mut self,
         fam: Fam,
@@ -432,11 +432,17 @@ impl<X> SessionTable<X> {
         now: Instant,
     ) -> Option<EntryMut<'_, X>> {
         if self.session(fam, idx).expires <= now {
-            self.unlink(fam, idx);
-            self.stats.expired += 1;
+            self.collect_expired(fam, idx);
             return None;
         }
         Some(EntryMut { table: self, fam, idx, dir })
+    }
+
+    /// Removes a session found expired by a lookup.
+    #[inline(never)]
+    fn collect_expired(&mut self, fam: Fam, idx: u32) {
+        self.unlink(fam, idx);
+        self.stats.expired += 1;
     }
 
     /// Inserts a new session with its forward key and optional reverse key. Unless the session

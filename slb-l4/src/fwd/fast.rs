@@ -23,11 +23,11 @@ use super::process::{pure_syn, src_mac, visibility};
 use super::rewrite::{Hop, real_hop, rewrite_v4, session_ends, set_macs};
 use super::{Forwarder, Verdict};
 use crate::frame::{CsumState, FrameBuf};
-use crate::wire::{IpMeta, L3, proto};
+use crate::wire::{CommonV4, proto};
 
 impl Forwarder {
-    /// Handles `frame` (parsed into `m`: IPv4, no options, not a fragment, TCP or UDP, sent to
-    /// port `port`'s MAC, and flow key `key`) if it is the common case; `None` when the general
+    /// Handles `frame` (parsed into `m`: IPv4, no options, not a fragment, TCP or UDP; sent to
+    /// port `port`'s MAC, with flow key `key`) if it is the common case; `None` when the general
     /// step must run instead.
     #[inline]
     pub(super) fn fast_v4(
@@ -35,7 +35,7 @@ impl Forwarder {
         now: Instant,
         frame: &mut FrameBuf,
         port: PortId,
-        m: &IpMeta,
+        m: &CommonV4,
         key: &FlowKey,
         hint: Prepared,
     ) -> Option<Verdict> {
@@ -45,7 +45,7 @@ impl Forwarder {
             // As `needs_full_csum` decides: trusted only when the configuration says so.
             CsumState::Unknown => self.cfg.unknown_csum == UnknownCsum::AssumeComplete,
         };
-        if !complete || m.v6 {
+        if !complete {
             return None;
         }
         let is_tcp = m.proto == proto::TCP;
@@ -90,7 +90,7 @@ impl Forwarder {
             return None;
         }
         // New addresses (IPv4: the table keeps both keys of a session in one family).
-        let (ends, _) = session_ends(&e, &self.reals, (dir, mode), &ext, backend, key, m)?;
+        let (ends, _) = session_ends(&e, &self.reals, (dir, mode), &ext, backend, key)?;
         let v4 = |e: Option<(std::net::IpAddr, u16)>| match e {
             None => Some(None),
             Some((std::net::IpAddr::V4(a), p)) => Some(Some((a, p))),
@@ -131,9 +131,9 @@ impl Forwarder {
             *e.ext_mut() = ext;
         }
         let f = frame.as_mut_slice();
-        rewrite_v4(f, m, src, dst, mode != Mode::Dr);
+        rewrite_v4(f, (CommonV4::L4, m.proto, m.end()), src, dst, mode != Mode::Dr);
         set_macs(f, mac, self.ports[usize::from(out.0)].cfg.mac);
-        let bytes = m.end - L3;
+        let bytes = usize::from(m.total);
         self.stats.rx += 1;
         self.stats.forwarded += 1;
         if let Some(s) = self.services.list.get_mut(usize::from(ext.svc)) {

@@ -219,7 +219,7 @@ impl Forwarder {
         let snapshot = report.then(|| (e.session().clone(), e.keys()));
         // The new addresses, from the one key the direction needs (none is missing inbound
         // only, where the client is the packet's source).
-        let (ends, client) = session_ends(&e, &self.reals, (dir, mode), &ext, backend, &key, m)
+        let (ends, client) = session_ends(&e, &self.reals, (dir, mode), &ext, backend, &key)
             .unwrap_or((Ends::NONE, (m.src, m.sport)));
         if let Some((s, (fwd, rev))) = snapshot {
             self.report_change(fwd, rev, &s, Some(state), mode);

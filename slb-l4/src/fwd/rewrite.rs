@@ -92,14 +92,13 @@ pub(super) fn session_ends(
     ext: &SessionData,
     backend: BackendId,
     key: &FlowKey,
-    m: &IpMeta,
 ) -> Option<(Ends, Endpoint)> {
-    let client = (m.src, m.sport);
+    let client = (key.src, key.src_port);
     match (dir, mode) {
         (_, Mode::Dr) => Some((Ends::NONE, client)),
         (Direction::Inbound, Mode::Nat) if ext.flags & super::REV_SRC_IS_REAL != 0 => {
             let real = reals.get(backend.0 as usize)?;
-            Some((Ends { src: None, dst: Some(real_endpoint(real.addr, m.dport)) }, client))
+            Some((Ends { src: None, dst: Some(real_endpoint(real.addr, key.dst_port)) }, client))
         }
         (Direction::Inbound, _) => {
             Some((Ends::of(dir, mode, key, Some(&e.reverse_key()?)), client))
@@ -162,7 +161,7 @@ impl Forwarder {
         if let (false, false, Toa::None, Some(src), Some(dst)) = (m.v6, full, toa, v4(src), v4(dst))
         {
             // The common case: IPv4, incremental checksums, no TOA.
-            rewrite_v4(frame.as_mut_slice(), m, src, dst, dec_ttl);
+            rewrite_v4(frame.as_mut_slice(), (m.l4, m.proto, m.end), src, dst, dec_ttl);
         } else {
             self.rewrite_general(frame, m, (src, dst), dec_ttl, full, toa, (out, client));
         }
@@ -430,17 +429,17 @@ pub(super) fn rewrite_ip(
 #[inline]
 pub(super) fn rewrite_v4(
     f: &mut [u8],
-    m: &IpMeta,
+    (l4, l4_proto, end): (usize, u8, usize),
     src: Option<(Ipv4Addr, u16)>,
     dst: Option<(Ipv4Addr, u16)>,
     dec_ttl: bool,
 ) {
-    let csum_at = m.l4 + if m.proto == proto::TCP { 16 } else { 6 };
-    let has_l4 = csum_at + 2 <= m.end;
-    let udp_none = m.proto == proto::UDP && has_l4 && be16(f, csum_at) == 0;
+    let csum_at = l4 + if l4_proto == proto::TCP { 16 } else { 6 };
+    let has_l4 = csum_at + 2 <= end;
+    let udp_none = l4_proto == proto::UDP && has_l4 && be16(f, csum_at) == 0;
     let word_delta = |old: u16, new: u16| u32::from(!old) + u32::from(new);
     let (mut ip_acc, mut l4_acc) = (0u32, 0u32);
-    for (new, addr_at, port_at) in [(src, L3 + 12, m.l4), (dst, L3 + 16, m.l4 + 2)] {
+    for (new, addr_at, port_at) in [(src, L3 + 12, l4), (dst, L3 + 16, l4 + 2)] {
         let Some((addr, port)) = new else { continue };
         let (o0, o1) = (be16(f, addr_at), be16(f, addr_at + 2));
         let [a, b, c, d] = addr.octets();
@@ -461,7 +460,7 @@ pub(super) fn rewrite_v4(
     put16(f, L3 + 10, !fold(u32::from(!c) + ip_acc));
     if has_l4 && !udp_none {
         let mut c = !fold(u32::from(!be16(f, csum_at)) + l4_acc);
-        if m.proto == proto::UDP && c == 0 {
+        if l4_proto == proto::UDP && c == 0 {
             c = 0xffff;
         }
         put16(f, csum_at, c);
@@ -557,7 +556,7 @@ mod tests {
             let (mut a, mut b) = (f.clone(), f);
             let ep = |e: Option<(Ipv4Addr, u16)>| e.map(|(a, p)| (IpAddr::V4(a), p));
             rewrite_ip(&mut a, &m, ep(src), ep(dst), dec_ttl, false);
-            rewrite_v4(&mut b, &m, src, dst, dec_ttl);
+            rewrite_v4(&mut b, (m.l4, m.proto, m.end), src, dst, dec_ttl);
             prop_assert_eq!(a, b);
         }
     }

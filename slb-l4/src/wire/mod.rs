@@ -11,7 +11,9 @@ pub mod toa;
 
 use std::net::IpAddr;
 
-pub use parse::{ETH_HDR, Frag, IpMeta, Kind, L3, Malformed, be16, parse, proto, put16};
+pub use parse::{
+    CommonV4, ETH_HDR, Frag, IpMeta, Kind, L3, Malformed, be16, parse, parse_common, proto, put16,
+};
 pub use toa::{parse_toa, parse_toa_any};
 
 /// Offset of the checksum field in a transport header of protocol `p`, if it has one.

@@ -90,23 +90,78 @@ pub struct Malformed;
 /// The destination MAC and kind of `frame`.
 #[inline]
 pub fn parse(frame: &[u8]) -> Result<Kind, Malformed> {
-    match parse_v4_common(frame) {
-        Some(m) => Ok(Kind::Ip(m)),
+    match parse_common(frame) {
+        Some(c) => Ok(Kind::Ip(c.meta())),
         None => parse_views(frame),
+    }
+}
+
+/// What [`parse_common`] reads from the common frame (IPv4 without options, not a fragment,
+/// TCP or UDP with a complete header): the fields of its [`IpMeta`] that vary, in 20 bytes
+/// (the batch step keeps one per frame).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommonV4 {
+    /// Source address.
+    pub src: u32,
+    /// Destination address.
+    pub dst: u32,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// The IP total length (the packet ends at `L3 + total`).
+    pub total: u16,
+    /// [`proto::TCP`] or [`proto::UDP`].
+    pub proto: u8,
+    /// TTL.
+    pub ttl: u8,
+    /// TCP flags byte, else 0.
+    pub tcp_flags: u8,
+    /// TCP header length, else 0.
+    pub tcp_hlen: u8,
+}
+
+impl CommonV4 {
+    /// Offset of the transport header.
+    pub const L4: usize = L3 + 20;
+
+    /// End of the IP packet in the frame.
+    #[inline(always)]
+    pub fn end(&self) -> usize {
+        L3 + usize::from(self.total)
+    }
+
+    /// The packet's [`IpMeta`]: what [`parse`] returns for the frame.
+    #[inline]
+    pub fn meta(&self) -> IpMeta {
+        IpMeta {
+            v6: false,
+            l4: Self::L4,
+            end: self.end(),
+            proto: self.proto,
+            src: IpAddr::V4(self.src.into()),
+            dst: IpAddr::V4(self.dst.into()),
+            ttl: self.ttl,
+            frag: Frag::No,
+            sport: self.sport,
+            dport: self.dport,
+            tcp_flags: self.tcp_flags,
+            tcp_hlen: usize::from(self.tcp_hlen),
+        }
     }
 }
 
 /// The common frame, read at fixed offsets: IPv4 without options, not a fragment, TCP or UDP
 /// with a complete header. `None` for anything else (then [`parse_views`] decides); accepts
 /// only what `parse_views` accepts, with the same result (a property test checks both).
-#[inline]
-fn parse_v4_common(frame: &[u8]) -> Option<IpMeta> {
-    const L4: usize = L3 + 20;
+#[inline(always)]
+pub fn parse_common(frame: &[u8]) -> Option<CommonV4> {
+    const L4: usize = CommonV4::L4;
     if frame.len() < L4 || frame[12..14] != [0x08, 0x00] || frame[L3] != 0x45 {
         return None;
     }
-    let total = usize::from(be16(frame, L3 + 2));
-    let end = L3 + total;
+    let total = be16(frame, L3 + 2);
+    let end = L3 + usize::from(total);
     if total < 20 || end > frame.len() || be16(frame, L3 + 6) & 0x3fff != 0 {
         return None;
     }
@@ -114,8 +169,8 @@ fn parse_v4_common(frame: &[u8]) -> Option<IpMeta> {
     let seg = &frame[L4..end];
     let (tcp_flags, tcp_hlen) = match proto {
         proto::TCP if seg.len() >= 20 => {
-            let hlen = usize::from(seg[12] >> 4) * 4;
-            if hlen < 20 || seg.len() < hlen {
+            let hlen = (seg[12] >> 4) * 4;
+            if hlen < 20 || seg.len() < usize::from(hlen) {
                 return None;
             }
             (seg[13], hlen)
@@ -130,25 +185,22 @@ fn parse_v4_common(frame: &[u8]) -> Option<IpMeta> {
         _ => return None,
     };
     let addr =
-        |at: usize| IpAddr::V4([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]].into());
-    Some(IpMeta {
-        v6: false,
-        l4: L4,
-        end,
-        proto,
+        |at: usize| u32::from_be_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]]);
+    Some(CommonV4 {
         src: addr(L3 + 12),
         dst: addr(L3 + 16),
-        ttl: frame[L3 + 8],
-        frag: Frag::No,
         sport: be16(seg, 0),
         dport: be16(seg, 2),
+        total,
+        proto,
+        ttl: frame[L3 + 8],
         tcp_flags,
         tcp_hlen,
     })
 }
 
 /// [`parse`] through smoltcp's checked views: every frame.
-fn parse_views(frame: &[u8]) -> Result<Kind, Malformed> {
+pub(crate) fn parse_views(frame: &[u8]) -> Result<Kind, Malformed> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| Malformed)?;
     match eth.ethertype() {
         EthernetProtocol::Arp => Ok(Kind::Arp),
@@ -292,8 +344,8 @@ mod tests {
     proptest! {
         #[test]
         fn the_fixed_offset_parse_agrees_with_the_views(f in mutated_frames()) {
-            if let Some(m) = parse_v4_common(&f) {
-                prop_assert_eq!(parse_views(&f), Ok(Kind::Ip(m)));
+            if let Some(c) = parse_common(&f) {
+                prop_assert_eq!(parse_views(&f), Ok(Kind::Ip(c.meta())));
             }
         }
     }
