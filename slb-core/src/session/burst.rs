@@ -19,9 +19,11 @@ use super::{Direction, EntryMut, Fam, Family, K4, K6, PackedKey, SessionTable};
 use crate::flow::{FlowKey, HashKey};
 use crate::time::Instant;
 
-/// Keys prepared per round: enough misses in flight to hide the memory latency, few enough to
-/// stay within the CPU's outstanding-miss and load-queue limits.
-const ROUND: usize = 16;
+/// Keys prepared per round: a whole batch of a link (32 frames), so that a batch waits for two
+/// memory latencies (buckets, then slots), not four. The loops that issue the reads are kept
+/// to a few instructions per key (addresses computed beforehand), so that a round's reads all
+/// fit in the CPU's reorder window behind the first miss.
+const ROUND: usize = 32;
 
 const VALID: u8 = 1;
 const V6: u8 = 2;
@@ -111,16 +113,35 @@ impl<X> SessionTable<X> {
             // Each round first computes, then reads memory in a tight loop, so that all the
             // round's reads fit in the CPU's reorder window and are in flight together.
             let mut packed = [Packed::None; ROUND];
-            for (p, key) in packed.iter_mut().zip(keys) {
+            let mut at = [usize::MAX; ROUND];
+            let mut all_v4 = true;
+            for ((p, a), key) in packed.iter_mut().zip(&mut at).zip(keys) {
                 *p = Packed::of(&hk, key);
+                *a = match *p {
+                    Packed::V4(h) => self.v4.fwd.home_word(h),
+                    Packed::V6(h) => {
+                        all_v4 = false;
+                        self.v6.fwd.home_word(h)
+                    }
+                    Packed::None => {
+                        all_v4 = false;
+                        usize::MAX
+                    }
+                };
             }
             // Round one: the forward home buckets.
-            for p in &packed[..keys.len()] {
-                acc ^= match *p {
-                    Packed::V4(h) => self.v4.fwd.touch(h),
-                    Packed::V6(h) => self.v6.fwd.touch(h),
-                    Packed::None => 0,
-                };
+            if all_v4 {
+                for &a in &at[..keys.len()] {
+                    acc ^= self.v4.fwd.touch_at(a);
+                }
+            } else {
+                for (p, &a) in packed.iter().zip(&at).take(keys.len()) {
+                    acc ^= match *p {
+                        Packed::V4(_) => self.v4.fwd.touch_at(a),
+                        Packed::V6(_) => self.v6.fwd.touch_at(a),
+                        Packed::None => 0,
+                    };
+                }
             }
             // Round two: forward candidates (then their slots are read) or, for keys with none,
             // the reverse home buckets.
@@ -134,6 +155,13 @@ impl<X> SessionTable<X> {
                 again |= u32::from(cand.is_none()) << i;
                 let slot = cand.map_or(0, |c| c.wrapping_add(1));
                 *o = Prepared { table: self.id, flags, slot, inserts: self.inserts };
+            }
+            if all_v4 && again == 0 && !with_rev {
+                // The common burst: forward hits of IPv4 keys, one line each.
+                for o in out.iter() {
+                    acc ^= self.v4.touch_slot(o.slot.wrapping_sub(1));
+                }
+                continue;
             }
             acc ^= self.touch(&packed, out, again, with_rev);
             // Round three: reverse candidates and their slots.

@@ -190,14 +190,24 @@ impl Index {
         self.find(hash, |_| true)
     }
 
-    /// Reads a word of `hash`'s home bucket (so that the CPU fetches its cache line while it
-    /// goes on with other work); the value itself means nothing.
+    /// Where a burst lookup reads `hash`'s home bucket: the index of one of its words, for
+    /// [`Index::touch_at`] (`usize::MAX` when nothing is allocated).
+    #[inline(always)]
+    pub(super) fn home_word(&self, hash: u64) -> usize {
+        if self.n == 0 { usize::MAX } else { self.base(self.home(hash)) + TAG_WORD }
+    }
+
+    /// Reads word `at` (from [`Index::home_word`]) so that the CPU fetches its cache line while
+    /// it goes on with other work; the value itself means nothing.
+    #[inline(always)]
+    pub(super) fn touch_at(&self, at: usize) -> u64 {
+        self.words.get(at).copied().unwrap_or(0)
+    }
+
+    /// Reads a word of `hash`'s home bucket ([`Index::home_word`], then [`Index::touch_at`]).
     #[inline(always)]
     pub(super) fn touch(&self, hash: u64) -> u64 {
-        if self.n == 0 {
-            return 0;
-        }
-        self.words[self.base(self.home(hash)) + TAG_WORD]
+        self.touch_at(self.home_word(hash))
     }
 
     /// Adds `slot` under `hash`; `rehash` gives the hash of any slot already indexed (needed
