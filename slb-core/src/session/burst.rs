@@ -156,10 +156,16 @@ impl<X> SessionTable<X> {
                 let slot = cand.map_or(0, |c| c.wrapping_add(1));
                 *o = Prepared { table: self.id, flags, slot, inserts: self.inserts };
             }
-            if all_v4 && again == 0 && !with_rev {
-                // The common burst: forward hits of IPv4 keys, one line each.
+            if all_v4 && again == 0 {
+                // The common burst: forward hits of IPv4 keys, one line each (and the reverse
+                // keys, in a second loop, so that the slots' reads go first).
                 for o in out.iter() {
                     acc ^= self.v4.touch_slot(o.slot.wrapping_sub(1));
+                }
+                if with_rev {
+                    for o in out.iter() {
+                        acc ^= self.v4.touch_rev(o.slot.wrapping_sub(1));
+                    }
                 }
                 continue;
             }
@@ -185,7 +191,7 @@ impl<X> SessionTable<X> {
     }
 
     /// Reads the candidate slots of `out` (and, for the keys flagged in `rev_buckets`, their
-    /// reverse home buckets) in one tight loop; with `with_rev`, the reverse keys and tags of
+    /// reverse home buckets) in one tight loop; with `with_rev`, the reverse keys of
     /// forward hits too.
     #[inline(always)]
     fn touch(
@@ -206,8 +212,8 @@ impl<X> SessionTable<X> {
                 Packed::V6(_) if o.slot != 0 && o.flags & OUTBOUND != 0 => {
                     self.v6.touch_slot_rev(o.slot - 1)
                 }
-                Packed::V4(_) if o.slot != 0 && with_rev => self.v4.touch_slot_rev_tag(o.slot - 1),
-                Packed::V6(_) if o.slot != 0 && with_rev => self.v6.touch_slot_rev_tag(o.slot - 1),
+                Packed::V4(_) if o.slot != 0 && with_rev => self.v4.touch_slot_rev(o.slot - 1),
+                Packed::V6(_) if o.slot != 0 && with_rev => self.v6.touch_slot_rev(o.slot - 1),
                 Packed::V4(_) if o.slot != 0 => self.v4.touch_slot(o.slot - 1),
                 Packed::V6(_) if o.slot != 0 => self.v6.touch_slot(o.slot - 1),
                 _ => 0,

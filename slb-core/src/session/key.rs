@@ -19,6 +19,11 @@ pub(crate) trait PackedKey: Copy + Eq + Hash + std::fmt::Debug {
     fn words(&self) -> (u64, u64, u64);
     /// The key's first four bytes (a burst lookup reads them to fetch the key's cache line).
     fn word0(&self) -> u32;
+    /// A value no [`PackedKey::pack`] returns (protocol number 0): marks "no key" in the
+    /// table's reverse-key array.
+    const NONE: Self;
+    /// True for [`PackedKey::NONE`].
+    fn is_none(&self) -> bool;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -80,6 +85,13 @@ impl PackedKey for K4 {
     fn word0(&self) -> u32 {
         self.src
     }
+
+    const NONE: Self = K4 { src: 0, dst: 0, src_port: 0, dst_port: 0, proto: 0 };
+
+    #[inline(always)]
+    fn is_none(&self) -> bool {
+        self.proto == 0
+    }
 }
 
 impl PackedKey for K6 {
@@ -123,6 +135,13 @@ impl PackedKey for K6 {
     fn word0(&self) -> u32 {
         u32::from_ne_bytes([self.src[0], self.src[1], self.src[2], self.src[3]])
     }
+
+    const NONE: Self = K6 { src: [0; 16], dst: [0; 16], src_port: 0, dst_port: 0, proto: 0 };
+
+    #[inline(always)]
+    fn is_none(&self) -> bool {
+        self.proto == 0
+    }
 }
 
 #[inline]
@@ -150,5 +169,7 @@ mod tests {
         );
         assert_eq!(K6::pack(&k6).unwrap().unpack(), k6);
         assert!(K4::pack(&k6).is_none());
+        assert!(!K4::pack(&k).unwrap().is_none() && K4::NONE.is_none());
+        assert!(!K6::pack(&k6).unwrap().is_none() && K6::NONE.is_none());
     }
 }

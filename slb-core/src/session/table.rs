@@ -37,9 +37,10 @@ const HAS_REV: u32 = 1 << 31;
 #[derive(Debug)]
 struct Family<K, X> {
     slots: Vec<Option<Slot<K, X>>>,
-    /// Each slot's reverse key (same index as `slots`; meaningful where `tags` has
-    /// [`HAS_REV`]): 16 bytes for IPv4, so that one does not straddle cache lines (given the
-    /// allocator's 16-byte alignment).
+    /// Each slot's reverse key (same index as `slots`), [`PackedKey::NONE`] where the slot has
+    /// none or is free (exactly where `tags` lacks [`HAS_REV`], so that a reader of the reverse
+    /// key needs no other memory): 16 bytes for IPv4, so that one does not straddle cache lines
+    /// (given the allocator's 16-byte alignment).
     rev_keys: Vec<K>,
     /// Each slot's queue generation (low 31 bits) and [`HAS_REV`].
     tags: Vec<u32>,
@@ -103,18 +104,16 @@ impl<K: PackedKey, X> Family<K, X> {
         }
     }
 
+    /// Reads slot `idx`'s reverse key (as [`Family::touch_slot`] reads the slot).
+    #[inline(always)]
+    fn touch_rev(&self, idx: u32) -> u64 {
+        self.rev_keys.get(idx as usize).map_or(0, |k| u64::from(k.word0()))
+    }
+
     /// [`Family::touch_slot`], and the slot's reverse key too.
     #[inline(always)]
     fn touch_slot_rev(&self, idx: u32) -> u64 {
-        let rev = self.rev_keys.get(idx as usize).map_or(0, |k| k.word0());
-        self.touch_slot(idx) ^ u64::from(rev)
-    }
-
-    /// [`Family::touch_slot_rev`], and the slot's tag (what [`EntryMut::reverse_key`] reads).
-    #[inline(always)]
-    fn touch_slot_rev_tag(&self, idx: u32) -> u64 {
-        let tag = self.tags.get(idx as usize).copied().unwrap_or(0);
-        self.touch_slot_rev(idx) ^ u64::from(tag)
+        self.touch_slot(idx) ^ self.touch_rev(idx)
     }
 
     fn insert(&mut self, hk: &HashKey, fwd: K, rev: Option<K>, s: Session<X>) -> (u32, u32) {
@@ -122,14 +121,14 @@ impl<K: PackedKey, X> Family<K, X> {
             Some(free) => free,
             None => {
                 self.slots.push(None);
-                self.rev_keys.push(fwd);
+                self.rev_keys.push(K::NONE);
                 self.tags.push(0);
                 ((self.slots.len() - 1) as u32, 0)
             }
         };
         let gen_ = last_gen.wrapping_add(1) & !HAS_REV;
         self.slots[idx as usize] = Some(Slot { s, fwd });
-        self.rev_keys[idx as usize] = rev.unwrap_or(fwd);
+        self.rev_keys[idx as usize] = rev.unwrap_or(K::NONE);
         self.tags[idx as usize] = gen_ | if rev.is_some() { HAS_REV } else { 0 };
         let (slots, rev_keys) = (&self.slots, &self.rev_keys);
         self.fwd.insert(Self::hash(hk, &fwd), idx, |i| {
@@ -147,6 +146,7 @@ impl<K: PackedKey, X> Family<K, X> {
     fn remove(&mut self, hk: &HashKey, idx: u32) -> Option<(Slot<K, X>, Option<K>)> {
         let slot = self.slots.get_mut(idx as usize)?.take()?;
         let rev = self.rev_of(idx);
+        self.rev_keys[idx as usize] = K::NONE;
         let tag = &mut self.tags[idx as usize];
         self.free.push((idx, *tag & !HAS_REV));
         *tag &= !HAS_REV;
@@ -160,7 +160,8 @@ impl<K: PackedKey, X> Family<K, X> {
     /// The reverse key of live slot `idx`, if it has one.
     #[inline]
     fn rev_of(&self, idx: u32) -> Option<K> {
-        (self.tags[idx as usize] & HAS_REV != 0).then(|| self.rev_keys[idx as usize])
+        let k = self.rev_keys[idx as usize];
+        (!k.is_none()).then_some(k)
     }
 
     /// The queue generation of slot `idx`.
