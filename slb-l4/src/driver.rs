@@ -114,8 +114,8 @@ impl Director {
 
     /// Keeps the flow cache `cache` (shared with this director's [`crate::link::XdpLink`]s) in
     /// step with the forwarder: established flows are cached after their step marks a frame
-    /// steady, reported back every housekeeping round, and forgotten when their session
-    /// changes. See [`crate::link::offload`].
+    /// steady, their traffic is reported back once per `cfg.cycle`, and they are forgotten
+    /// when their session changes. See [`crate::link::offload`].
     pub fn with_offload(mut self, cache: FlowOffload, cfg: OffloadConfig) -> Self {
         let ifindex = self.links.iter().map(|l| l.ifindex()).collect();
         let snaps = vec![Snap::default(); self.rx.len()];

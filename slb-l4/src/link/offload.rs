@@ -36,6 +36,7 @@ use super::sys::bpf::{MAP_HASH, Map};
 use super::xdp_prog::{flow_key as k, flow_value as v};
 use crate::frame::FrameBuf;
 use crate::fwd::{Forwarder, Verdict};
+use crate::wire::csum;
 
 /// The flow map the XDP programs of the links that share it read: give a clone to every
 /// [`XdpConfig`](super::XdpConfig) and to the director
@@ -107,13 +108,6 @@ fn word(b: &[u8], at: usize) -> u32 {
     u32::from(u16::from_ne_bytes([b[at], b[at + 1]]))
 }
 
-fn fold(mut s: u32) -> u32 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s
-}
-
 /// The one's-complement change (RFC 1624) from the 16-bit words of `old` to those of `new` at
 /// `ranges` (in the byte order of memory, as the program loads them): `sum(~old + new)`.
 fn delta(old: &[u8], new: &[u8], ranges: &[(usize, usize)]) -> u32 {
@@ -123,7 +117,8 @@ fn delta(old: &[u8], new: &[u8], ranges: &[(usize, usize)]) -> u32 {
             s += (!word(old, at) & 0xffff) + word(new, at);
         }
     }
-    fold(s)
+    // At most 8 words of at most 0x1fffe each: two folds carry everything.
+    u32::from(csum::fold(s))
 }
 
 /// What the program computes for a checksum `c` and a delta `d` (both at most 0xffff).

@@ -19,9 +19,7 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, RawFd};
-
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::sys::bpf::{self, MAP_HASH, MAP_XSK, Map};
 use super::sys::xdp::{self, Xsk};

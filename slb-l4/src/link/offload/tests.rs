@@ -112,15 +112,10 @@ fn mac_of(f: &[u8], at: usize) -> crate::fwd::Mac {
 }
 
 fn with_ttl(mut f: Vec<u8>, ttl: u8) -> Vec<u8> {
-    // Rewrite the TTL and fix the header checksum the plain way.
+    // Rewrite the TTL and recompute the header checksum in full.
     f[22] = ttl;
-    f[24] = 0;
-    f[25] = 0;
-    let mut s = 0u32;
-    for at in (14..34).step_by(2) {
-        s += u32::from(u16::from_be_bytes([f[at], f[at + 1]]));
-    }
-    let c = !(fold(s) as u16);
+    f[24..26].fill(0);
+    let c = !csum::sum(&f[14..34]);
     f[24..26].copy_from_slice(&c.to_be_bytes());
     f
 }
@@ -146,39 +141,33 @@ pub(super) fn cases() -> Vec<Case> {
                     craft::udp(CLIENT_MAC, PORT0_MAC, client, vip, payload)
                 }
             };
-            // Until the inbound direction is steady (TCP: SYN, then the ACK that establishes).
-            let opening: Vec<Vec<u8>> = if tcp {
-                vec![inbound(0x02, b""), inbound(0x10, b""), inbound(0x18, b"data")]
-            } else {
-                (0..3).map(|i| inbound(0, &[b'a' + i; 5])).collect()
-            };
-            let mut last = None;
-            let mut real_side = None;
-            for (i, f) in opening.iter().enumerate() {
-                let (snap, after, verdict) = rig.step(f, PortId(0));
-                assert!(matches!(verdict, Verdict::Forward(_)), "{mode:?} {i}: {verdict:?}");
-                real_side.get_or_insert_with(|| after.as_slice().to_vec());
-                if tcp && i == 1 && mode != Mode::Dr {
-                    // The server's SYN-ACK: sent after the SYN, before the client's ACK.
-                    let s = real_side.clone().unwrap();
-                    let synack = craft::tcp(
-                        mac_of(&s, 0),
-                        PORT1_MAC,
-                        addr_of(&s, false),
-                        addr_of(&s, true),
-                        0x12,
-                        5000,
-                        &[],
-                        b"",
-                    );
-                    let (_, _, v2) = rig.step(&synack, PortId(1));
-                    assert!(matches!(v2, Verdict::Forward(_)), "{mode:?} SYN-ACK: {v2:?}");
-                    let (snap, after, verdict) = rig.step(f, PortId(0));
-                    assert!(matches!(verdict, Verdict::Forward(_)));
-                    last = Some((snap, after, verdict));
-                    continue;
+            // The first frame (TCP: the SYN) shows the real server's side of the flow.
+            let first = if tcp { inbound(0x02, b"") } else { inbound(0, b"aaaaa") };
+            let (_, to_real, verdict) = rig.step(&first, PortId(0));
+            assert!(matches!(verdict, Verdict::Forward(_)), "{mode:?}: {verdict:?}");
+            let real_side = to_real.as_slice().to_vec();
+            // Then until the inbound direction is steady: TCP the server's SYN-ACK (not
+            // through the director in DR), the ACK that establishes and data; UDP two more.
+            let mut opening = Vec::new();
+            if tcp {
+                if mode != Mode::Dr {
+                    let s = &real_side;
+                    let (from, to) = (addr_of(s, false), addr_of(s, true));
+                    let synack =
+                        craft::tcp(mac_of(s, 0), PORT1_MAC, from, to, 0x12, 5000, &[], b"");
+                    opening.push((synack, PortId(1)));
                 }
-                last = Some((snap, after, verdict));
+                opening.push((inbound(0x10, b""), PortId(0)));
+                opening.push((inbound(0x18, b"data"), PortId(0)));
+            } else {
+                opening.push((inbound(0, b"bbbbb"), PortId(0)));
+                opening.push((inbound(0, b"ccccc"), PortId(0)));
+            }
+            let mut last = None;
+            for (i, (f, port)) in opening.iter().enumerate() {
+                let r = rig.step(f, *port);
+                assert!(matches!(r.2, Verdict::Forward(_)), "{mode:?} {i}: {:?}", r.2);
+                last = Some(r);
             }
             let (snap, after, verdict) = last.unwrap();
             assert!(after.meta.steady, "{mode:?} tcp={tcp}: the last opening frame is steady");
@@ -195,7 +184,7 @@ pub(super) fn cases() -> Vec<Case> {
             let mut flows = vec![(format!("{mode:?} tcp={tcp} in"), key, val, later_in, PortId(0))];
             // The reply direction (not through the director in DR).
             if mode != Mode::Dr {
-                let s = real_side.unwrap();
+                let s = real_side;
                 let reply = |flags: u8, payload: &[u8]| {
                     let (from, to) = (addr_of(&s, false), addr_of(&s, true));
                     if tcp {
