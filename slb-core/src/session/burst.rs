@@ -314,4 +314,42 @@ mod tests {
         let e = t.lookup_prepared(&keys[40], hints[40], now).expect("inserted since");
         assert_eq!(e.direction(), Direction::Inbound);
     }
+
+    #[test]
+    fn hints_hold_in_a_full_table() {
+        // A preallocated table filled to its capacity holds its indexes at their 70 % load,
+        // where some keys, present or not, are not in their home bucket, which has
+        // overflowed: the burst must search on for them, in both indexes.
+        let cap = 4096;
+        let config = TableConfig { capacity: cap, preallocate: true, ..TableConfig::default() };
+        let mut t: SessionTable<()> = SessionTable::new(config);
+        let now = Instant::from_secs(1);
+        for i in 0..cap as u32 {
+            let s = Session::new(BackendId(1), ConnState::Udp, now, ());
+            t.insert(now, fwd(i), Some(rev(i)), s).unwrap();
+        }
+        let n = cap as u32 + 2000;
+        let keys: Vec<FlowKey> = (0..n).map(fwd).chain((0..n).map(rev)).collect();
+        let hk = t.config.hash_key;
+        let past = |k: &FlowKey, rev: bool| {
+            let h = Family::<K4, ()>::hash(&hk, &K4::pack(k).unwrap());
+            if rev { t.v4.rev.searches_past_home(h) } else { t.v4.fwd.searches_past_home(h) }
+        };
+        let fwd_hits = (0..cap as u32).filter(|&i| past(&fwd(i), false)).count();
+        let fwd_misses = (cap as u32..n).filter(|&i| past(&fwd(i), false)).count();
+        let rev_hits = (0..cap as u32).filter(|&i| past(&rev(i), true)).count();
+        assert!(
+            fwd_hits > 10 && fwd_misses > 10 && rev_hits > 10,
+            "searches past the home bucket: {fwd_hits} {fwd_misses} {rev_hits}"
+        );
+        let mut hints = vec![Prepared::default(); keys.len()];
+        t.prepare(&keys, &mut hints);
+        for (i, (k, h)) in keys.iter().zip(&hints).enumerate() {
+            let want = t.locate(k).map(|(_, idx, d)| (idx, d));
+            let got = t.resolve(k, h).unwrap_or_else(|| panic!("key {i} {k}: hint {h:?} unused"));
+            assert_eq!(got.map(|(_, idx, d)| (idx, d)), want, "key {i} {k}");
+            let present = i < cap || (n as usize..n as usize + cap).contains(&i);
+            assert_eq!(want.is_some(), present, "key {i} {k}");
+        }
+    }
 }

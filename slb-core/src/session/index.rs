@@ -190,6 +190,25 @@ impl Index {
         self.find(hash, |_| true)
     }
 
+    /// Whether [`Index::candidate`] searches past `hash`'s home bucket (no live way there
+    /// has its tag, and the bucket has overflowed): for tests that must take that path.
+    #[cfg(test)]
+    pub(super) fn searches_past_home(&self, hash: u64) -> bool {
+        if self.n == 0 {
+            return false;
+        }
+        let base = self.base(self.home(hash));
+        let mut m = self.matches(base, tag_of(hash));
+        while m != 0 {
+            let j = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if self.slot_at(base, j) != 0 {
+                return false;
+            }
+        }
+        self.overflow(base) != 0
+    }
+
     /// Where a burst lookup reads `hash`'s home bucket: the index of one of its words, for
     /// [`Index::touch_at`] (`usize::MAX` when nothing is allocated).
     #[inline(always)]
