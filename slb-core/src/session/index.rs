@@ -171,8 +171,16 @@ impl Index {
         if self.n == 0 {
             return None;
         }
-        let tag = tag_of(hash);
         let base = self.base(self.home(hash));
+        if let Some(s) = self.first_live(base, tag_of(hash)) {
+            return Some(s);
+        }
+        if self.overflow(base) == 0 { None } else { self.candidate_far(hash) }
+    }
+
+    /// The slot of the first live way of the bucket at `base` whose tag may be `tag`.
+    #[inline(always)]
+    fn first_live(&self, base: usize, tag: u16) -> Option<u32> {
         let mut m = self.matches(base, tag);
         while m != 0 {
             let j = m.trailing_zeros() as usize;
@@ -182,7 +190,7 @@ impl Index {
                 return Some(s - 1);
             }
         }
-        if self.overflow(base) == 0 { None } else { self.candidate_far(hash) }
+        None
     }
 
     #[cold]
@@ -198,15 +206,7 @@ impl Index {
             return false;
         }
         let base = self.base(self.home(hash));
-        let mut m = self.matches(base, tag_of(hash));
-        while m != 0 {
-            let j = m.trailing_zeros() as usize;
-            m &= m - 1;
-            if self.slot_at(base, j) != 0 {
-                return false;
-            }
-        }
-        self.overflow(base) != 0
+        self.first_live(base, tag_of(hash)).is_none() && self.overflow(base) != 0
     }
 
     /// Where a burst lookup reads `hash`'s home bucket: the index of one of its words, for
