@@ -85,7 +85,7 @@ done
 
 # CPU ticks (user + system) of every process in the proxy's process group.
 group_ticks() {
-    local total=0 f rest
+    local total=0 f rest s
     for f in /proc/[0-9]*/stat; do
         rest=$(cat "$f" 2> /dev/null) || continue
         rest=${rest##*) }
