@@ -426,7 +426,14 @@ pub(super) fn rewrite_ip(
 
 /// [`rewrite_ip`] of an IPv4 TCP or UDP packet with incremental checksums: the common case,
 /// in 32-bit arithmetic (every changed 16-bit word's `!old + new` summed, folded once).
-#[inline]
+///
+/// Always inlined, and the two endpoints rewritten by two calls of one inlined helper, so that
+/// the arguments and sums stay in registers. An earlier form, called out of line, looped over
+/// an array of `(endpoint, offsets)` tuples that the compiler built on the stack and read back
+/// at once; one build of it (the bench with default features and the release profile's 4
+/// codegen units) ran the batched step 30-35% slower than builds with 1 or 16 units, stalled
+/// on those stack round trips (BENCHMARKS.md, slb-l4).
+#[inline(always)]
 pub(super) fn rewrite_v4(
     f: &mut [u8],
     (l4, l4_proto, end): (usize, u8, usize),
@@ -437,19 +444,12 @@ pub(super) fn rewrite_v4(
     let csum_at = l4 + if l4_proto == proto::TCP { 16 } else { 6 };
     let has_l4 = csum_at + 2 <= end;
     let udp_none = l4_proto == proto::UDP && has_l4 && be16(f, csum_at) == 0;
-    let word_delta = |old: u16, new: u16| u32::from(!old) + u32::from(new);
     let (mut ip_acc, mut l4_acc) = (0u32, 0u32);
-    for (new, addr_at, port_at) in [(src, L3 + 12, l4), (dst, L3 + 16, l4 + 2)] {
-        let Some((addr, port)) = new else { continue };
-        let (o0, o1) = (be16(f, addr_at), be16(f, addr_at + 2));
-        let [a, b, c, d] = addr.octets();
-        let (n0, n1) = (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
-        let delta = word_delta(o0, n0) + word_delta(o1, n1);
-        ip_acc += delta;
-        l4_acc += delta;
-        f[addr_at..addr_at + 4].copy_from_slice(&[a, b, c, d]);
-        l4_acc += word_delta(be16(f, port_at), port);
-        put16(f, port_at, port);
+    if let Some((addr, port)) = src {
+        rewrite_endpoint_v4(f, (L3 + 12, l4), addr, port, &mut ip_acc, &mut l4_acc);
+    }
+    if let Some((addr, port)) = dst {
+        rewrite_endpoint_v4(f, (L3 + 16, l4 + 2), addr, port, &mut ip_acc, &mut l4_acc);
     }
     if dec_ttl {
         let old = be16(f, L3 + 8);
@@ -465,6 +465,33 @@ pub(super) fn rewrite_v4(
         }
         put16(f, csum_at, c);
     }
+}
+
+/// One 16-bit word's change in a one's complement sum: `!old + new`.
+#[inline(always)]
+fn word_delta(old: u16, new: u16) -> u32 {
+    u32::from(!old) + u32::from(new)
+}
+
+/// Writes one endpoint of [`rewrite_v4`] (the address at `addr_at`, the port at `port_at`) and
+/// adds its changes to the IP and transport sums.
+#[inline(always)]
+fn rewrite_endpoint_v4(
+    f: &mut [u8],
+    (addr_at, port_at): (usize, usize),
+    addr: Ipv4Addr,
+    port: u16,
+    ip_acc: &mut u32,
+    l4_acc: &mut u32,
+) {
+    let new = addr.octets();
+    let (o0, o1) = (be16(f, addr_at), be16(f, addr_at + 2));
+    let (n0, n1) = (u16::from_be_bytes([new[0], new[1]]), u16::from_be_bytes([new[2], new[3]]));
+    let delta = word_delta(o0, n0) + word_delta(o1, n1);
+    *ip_acc += delta;
+    *l4_acc += delta + word_delta(be16(f, port_at), port);
+    f[addr_at..addr_at + 4].copy_from_slice(&new);
+    put16(f, port_at, port);
 }
 
 /// An address as 16 bytes (IPv4 in the last 4).
