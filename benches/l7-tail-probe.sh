@@ -15,12 +15,15 @@
 # requests per proxy CPU-second, and the p50/p75/p90/p99 latencies.
 #
 # Environment: PORT (default 18300), WRK_THREADS (2), CONNS (64), SECS (8), WRK_PREFIX
-# (prepended to the measured wrk, e.g. "taskset -c 0").
+# (prepended to the measured wrk, e.g. "taskset -c 0"), DELAY_MS (0: each connection sends its
+# next request as soon as the answer is in; N: it waits N ms first, through a wrk script, so
+# that every proxy is offered the same rate, about CONNS / (N ms + latency), below saturation:
+# latencies then compare at equal throughput; wrk's latency excludes the wait).
 # Requires nginx, wrk and curl. Everything listens on 127.0.0.1 only; every process started
 # here is stopped by its process group at exit, and the work dir is removed.
 set -euo pipefail
 
-[ $# -ge 1 ] || { sed -n '2,21p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,24p' "$0"; exit 2; }
 name=$1
 shift
 port=${PORT:-18300}
@@ -96,10 +99,15 @@ group_ticks() {
     echo "$total"
 }
 
-wrk -t"$threads" -c"$conns" -d2s "http://$proxy/" > /dev/null
+script=()
+if [ "${DELAY_MS:-0}" != 0 ]; then
+    printf 'function delay()\n  return %d\nend\n' "$DELAY_MS" > "$work/delay.lua"
+    script=(-s "$work/delay.lua")
+fi
+wrk -t"$threads" -c"$conns" -d2s "${script[@]}" "http://$proxy/" > /dev/null
 t0=$(group_ticks)
 # shellcheck disable=SC2086 # WRK_PREFIX is a command prefix, split on purpose.
-out=$(${WRK_PREFIX:-} wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "http://$proxy/")
+out=$(${WRK_PREFIX:-} wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "${script[@]}" "http://$proxy/")
 t1=$(group_ticks)
 awk -v name="$name" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" -v secs="$secs" '
     /Requests\/sec/ { rps = $2 }
