@@ -18,12 +18,14 @@
 # (prepended to the measured wrk, e.g. "taskset -c 0"), DELAY_MS (0: each connection sends its
 # next request as soon as the answer is in; N: it waits N ms first, through a wrk script, so
 # that every proxy is offered the same rate, about CONNS / (N ms + latency), below saturation:
-# latencies then compare at equal throughput; wrk's latency excludes the wait).
-# Requires nginx, wrk and curl. Everything listens on 127.0.0.1 only; every process started
+# latencies then compare at equal throughput; wrk's latency excludes the wait), TLS (1: the
+# proxy terminates HTTPS/1.1 with a self-signed ECDSA P-256 certificate, as in the harness's tls
+# mode: nginx with TLSv1.2-1.3 and a session cache, a candidate with TLS_CERT/TLS_KEY).
+# Requires nginx, wrk and curl (and openssl with TLS=1). Everything listens on 127.0.0.1 only; every process started
 # here is stopped by its process group at exit, and the work dir is removed.
 set -euo pipefail
 
-[ $# -ge 1 ] || { sed -n '2,24p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,27p' "$0"; exit 2; }
 name=$1
 shift
 port=${PORT:-18300}
@@ -56,13 +58,25 @@ events { worker_connections 9900; }
 http { access_log off; default_type text/plain; keepalive_requests 100000000; keepalive_timeout 300s;
 $servers}
 EOF
+scheme=http
+listen="listen $proxy;"
+tls_env=()
+if [ "${TLS:-0}" = 1 ]; then
+    scheme=https
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+        -keyout "$work/key.pem" -out "$work/cert.pem" 2> "$work/openssl.log"
+    listen="listen $proxy ssl; ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:1m;"
+    tls_env=(TLS_CERT="$work/cert.pem" TLS_KEY="$work/key.pem")
+fi
 cat > "$work/proxy.conf" <<EOF
 worker_processes 1; daemon off; pid $work/proxy.pid; error_log $work/proxy.err warn;
 worker_rlimit_nofile 20000;
 events { worker_connections 9900; }
 http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
   upstream backends { $upstreams keepalive 1024; keepalive_requests 100000000; keepalive_timeout 300s; }
-  server { listen $proxy; location / { proxy_pass http://backends; proxy_http_version 1.1;
+  server { $listen location / { proxy_pass http://backends; proxy_http_version 1.1;
     proxy_set_header Connection ""; } } }
 EOF
 
@@ -71,13 +85,14 @@ pids+=($!)
 if [ "$name" = nginx ]; then
     setsid nginx -c "$work/proxy.conf" > "$work/proxy.log" 2>&1 &
 else
-    LISTEN=$proxy BACKENDS=$backends WORKERS=1 setsid "$@" > "$work/proxy.log" 2>&1 &
+    env LISTEN="$proxy" BACKENDS="$backends" WORKERS=1 "${tls_env[@]}" setsid "$@" \
+        > "$work/proxy.log" 2>&1 &
 fi
 px=$!
 pids+=("$px")
 
 deadline=$((SECONDS + 30))
-until curl -sf -m 1 "http://$proxy/" > /dev/null; do
+until curl -skf -m 1 "$scheme://$proxy/" > /dev/null; do
     if [ $SECONDS -ge $deadline ]; then
         echo "$name: no answer on $proxy within 30 s" >&2
         cat "$work/proxy.log" >&2
@@ -104,10 +119,10 @@ if [ "${DELAY_MS:-0}" != 0 ]; then
     printf 'function delay()\n  return %d\nend\n' "$DELAY_MS" > "$work/delay.lua"
     script=(-s "$work/delay.lua")
 fi
-wrk -t"$threads" -c"$conns" -d2s "${script[@]}" "http://$proxy/" > /dev/null
+wrk -t"$threads" -c"$conns" -d2s "${script[@]}" "$scheme://$proxy/" > /dev/null
 t0=$(group_ticks)
 # shellcheck disable=SC2086 # WRK_PREFIX is a command prefix, split on purpose.
-out=$(${WRK_PREFIX:-} wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "${script[@]}" "http://$proxy/")
+out=$(${WRK_PREFIX:-} wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "${script[@]}" "$scheme://$proxy/")
 t1=$(group_ticks)
 awk -v name="$name" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" -v secs="$secs" '
     /Requests\/sec/ { rps = $2 }
