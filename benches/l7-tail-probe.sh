@@ -21,11 +21,12 @@
 # latencies then compare at equal throughput; wrk's latency excludes the wait), TLS (1: the
 # proxy terminates HTTPS/1.1 with a self-signed ECDSA P-256 certificate, as in the harness's tls
 # mode: nginx with TLSv1.2-1.3 and a session cache, a candidate with TLS_CERT/TLS_KEY).
-# Requires nginx, wrk and curl (and openssl with TLS=1). Everything listens on 127.0.0.1 only; every process started
-# here is stopped by its process group at exit, and the work dir is removed.
+# Requires nginx, wrk and curl (and openssl with TLS=1). Everything listens on 127.0.0.1 only;
+# every process started here is stopped by its process group at exit, and the work dir is
+# removed.
 set -euo pipefail
 
-[ $# -ge 1 ] || { sed -n '2,27p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,26p' "$0"; exit 2; }
 name=$1
 shift
 port=${PORT:-18300}

@@ -9,28 +9,35 @@
 # profile's) and 16 codegen units, each in its own target dir under $LAYOUT_DIR (default
 # target/step-layouts), then runs the three binaries in turn ROUNDS times (default 2) with the
 # criterion FILTER (default 'nat_udp_in_batch32|nat_udp_out_batch32|fullnat_tcp_in_batch32'),
-# each run under an exclusive hold of $BENCH_LOCK (default /work/bench.lock) when flock exists.
-# Prints one line per run: layout, round, case, median Mpps. Run it from the repository root.
+# each run under an exclusive hold of $BENCH_LOCK (default /work/bench.lock when /work exists,
+# the shared machines' convention; none otherwise). Prints one line per run: layout, round,
+# case, median Mpps. Run it from the repository root.
 set -euo pipefail
 
 filter=${1:-'nat_udp_in_batch32|nat_udp_out_batch32|fullnat_tcp_in_batch32'}
 rounds=${2:-2}
 dir=${LAYOUT_DIR:-target/step-layouts}
-lock=${BENCH_LOCK:-/work/bench.lock}
+lock=${BENCH_LOCK:-}
+if [ -z "$lock" ] && [ -d /work ]; then lock=/work/bench.lock; fi
 units=(1 4 16)
 
 bins=()
 for u in "${units[@]}"; do
     echo "building with $u codegen unit(s)" >&2
-    bin=$(CARGO_PROFILE_BENCH_CODEGEN_UNITS=$u CARGO_TARGET_DIR="$dir/cgu$u" \
-        cargo bench --no-default-features --features l4 --bench l4_step --no-run 2>&1 |
-        sed -n 's/.*Executable .*(\(.*\))$/\1/p')
-    [ -x "$bin" ] || { echo "no bench binary for $u codegen units" >&2; exit 1; }
+    mkdir -p "$dir"
+    log=$dir/build-cgu$u.log
+    if ! CARGO_PROFILE_BENCH_CODEGEN_UNITS=$u CARGO_TARGET_DIR="$dir/cgu$u" \
+        cargo bench --no-default-features --features l4 --bench l4_step --no-run > "$log" 2>&1; then
+        tail -20 "$log" >&2
+        exit 1
+    fi
+    bin=$(sed -n 's/.*Executable .*(\(.*\))$/\1/p' "$log")
+    [ -x "$bin" ] || { echo "no bench binary for $u codegen units (see $log)" >&2; exit 1; }
     bins+=("$bin")
 done
 
 run() {
-    if command -v flock > /dev/null; then flock -x "$lock" "$@"; else "$@"; fi
+    if [ -n "$lock" ] && command -v flock > /dev/null; then flock -x "$lock" "$@"; else "$@"; fi
 }
 for r in $(seq "$rounds"); do
     for i in "${!units[@]}"; do
