@@ -2,15 +2,21 @@
 //!
 //! ```text
 //!   bucket (64 bytes, one cache line, 64-byte aligned)
-//!   | slot+1 x 10 (u32; 0 = empty way) | tag x 10 (u16) | overflow (u32) |
+//!   | slot+1 x 10 (u32; 0 = empty way) | tag x 10 (u16) | passed (u16) | pass filter (u16) |
 //! ```
 //! A key's hash picks its home bucket (high 32 bits, by multiply-shift, so any bucket count
-//! works) and its tag (low 16 bits). A lookup reads the home bucket, compares the ten tags at
-//! once and checks the key of each matching slot, so a hit costs two dependent memory accesses:
-//! the bucket and the slot. An entry whose home bucket is full goes to the next bucket with
-//! room (linear probing by buckets); every full bucket it passes counts it in its `overflow`,
-//! so a search stops at the first bucket with no overflow, and a removal decrements the
-//! counts it passed. The index grows (doubling) past 70 % of its ways.
+//! works), its tag (low 16 bits) and its filter bit (bits 16-19). A lookup reads the home
+//! bucket, compares the ten tags at once and checks the key of each matching slot, so a hit
+//! costs two dependent memory accesses: the bucket and the slot. An entry whose home bucket is
+//! full goes to the next bucket with room (linear probing by buckets); every full bucket it
+//! passes counts it in `passed` and sets its filter bit in the `pass filter`. A search goes on
+//! past a bucket only while the bucket's filter has its key's bit, so a key that is not there
+//! (every reply's forward lookup) costs one bucket unless one of the few entries that passed
+//! its home bucket shares its bit (one in 16 per entry), where testing `passed` alone would
+//! search on for every key of an overflowed bucket. A removal decrements the counts it passed
+//! and clears a filter when its count returns to zero; until then the filter keeps the bits of
+//! entries removed since (extra searches, never a missed entry). The index grows (doubling)
+//! past 70 % of its ways.
 //!
 //! The buckets live in a zeroed `Vec<u64>` (allocated with `alloc_zeroed`, so a large index is
 //! not touched until used: a driver may still advise huge pages for it), aligned to 64 bytes
@@ -20,7 +26,7 @@
 const WAYS: usize = 10;
 /// Words per bucket.
 const WORDS: usize = 8;
-/// Word holding tags 0-3; tags 4-7 and 8-9 follow, then the overflow count.
+/// Word holding tags 0-3; tags 4-7 and 8-9 follow, then the pass count and filter.
 const TAG_WORD: usize = 5;
 /// Most entries per 100 ways before the index grows.
 const LOAD_PERCENT: usize = 70;
@@ -41,6 +47,12 @@ pub(super) struct Index {
 #[inline(always)]
 fn tag_of(hash: u64) -> u16 {
     hash as u16
+}
+
+/// `hash`'s bit in a bucket's pass filter.
+#[inline(always)]
+fn filter_bit(hash: u64) -> u16 {
+    1 << ((hash >> 16) & 15)
 }
 
 impl Index {
@@ -100,21 +112,34 @@ impl Index {
         *t = (*t & !(0xffffu64 << shift)) | (u64::from(tag) << shift);
     }
 
-    #[inline(always)]
-    fn overflow(&self, base: usize) -> u32 {
-        (self.words[base + WORDS - 1] >> 32) as u32
+    /// Entries that passed the bucket at `base` (went on to a later bucket).
+    #[cfg(test)]
+    fn passed(&self, base: usize) -> u16 {
+        (self.words[base + WORDS - 1] >> 32) as u16
     }
 
-    fn add_overflow(&mut self, base: usize, up: bool) {
-        let o = self.overflow(base);
-        // A saturated count stays saturated (searches then always continue: still correct).
-        let o = match (up, o) {
-            (_, u32::MAX) => u32::MAX,
-            (true, o) => o + 1,
-            (false, o) => o.saturating_sub(1),
+    /// Whether an entry with `hash` may have passed the bucket at `base`: false proves that
+    /// no entry with this hash lies beyond it.
+    #[inline(always)]
+    fn may_pass(&self, base: usize, hash: u64) -> bool {
+        (self.words[base + WORDS - 1] >> 48) as u16 & filter_bit(hash) != 0
+    }
+
+    /// Counts an entry with `hash` passing the bucket at `base` (`up`), or one that passed it
+    /// leaving.
+    fn add_passed(&mut self, base: usize, hash: u64, up: bool) {
+        let w = self.words[base + WORDS - 1];
+        let (count, filter) = ((w >> 32) as u16, (w >> 48) as u16);
+        // A saturated count stays saturated, and its filter full: searches then always go
+        // on (still correct).
+        let (count, filter) = match (up, count) {
+            (_, u16::MAX) => (u16::MAX, u16::MAX),
+            (true, c) => (c + 1, filter | filter_bit(hash)),
+            (false, 0 | 1) => (0, 0),
+            (false, c) => (c - 1, filter),
         };
-        let w = &mut self.words[base + WORDS - 1];
-        *w = (*w & 0xffff_ffff) | (u64::from(o) << 32);
+        self.words[base + WORDS - 1] =
+            (w & 0xffff_ffff) | (u64::from(count) << 32) | (u64::from(filter) << 48);
     }
 
     /// Bit `j` set for each way of the bucket at `base` whose tag may be `tag` (every way with
@@ -156,7 +181,7 @@ impl Index {
                     return Some(s - 1);
                 }
             }
-            if self.overflow(base) == 0 {
+            if !self.may_pass(base, hash) {
                 return None;
             }
             b = if b + 1 == self.n { 0 } else { b + 1 };
@@ -175,7 +200,7 @@ impl Index {
         if let Some(s) = self.first_live(base, tag_of(hash)) {
             return Some(s);
         }
-        if self.overflow(base) == 0 { None } else { self.candidate_far(hash) }
+        if self.may_pass(base, hash) { self.candidate_far(hash) } else { None }
     }
 
     /// The slot of the first live way of the bucket at `base` whose tag may be `tag`.
@@ -199,14 +224,15 @@ impl Index {
     }
 
     /// Whether [`Index::candidate`] searches past `hash`'s home bucket (no live way there
-    /// has its tag, and the bucket has overflowed): for tests that must take that path.
+    /// has its tag, and the bucket's pass filter has its bit): for tests that must take that
+    /// path.
     #[cfg(test)]
     pub(super) fn searches_past_home(&self, hash: u64) -> bool {
         if self.n == 0 {
             return false;
         }
         let base = self.base(self.home(hash));
-        self.first_live(base, tag_of(hash)).is_none() && self.overflow(base) != 0
+        self.first_live(base, tag_of(hash)).is_none() && self.may_pass(base, hash)
     }
 
     /// Where a burst lookup reads `hash`'s home bucket: the index of one of its words, for
@@ -249,7 +275,7 @@ impl Index {
                 self.set_way(base, j, slot + 1, tag);
                 return;
             }
-            self.add_overflow(base, true);
+            self.add_passed(base, hash, true);
             b = if b + 1 == self.n { 0 } else { b + 1 };
         }
     }
@@ -284,12 +310,12 @@ impl Index {
                 let mut p = home;
                 for _ in 0..passed {
                     let pb = self.base(p);
-                    self.add_overflow(pb, false);
+                    self.add_passed(pb, hash, false);
                     p = if p + 1 == self.n { 0 } else { p + 1 };
                 }
                 return true;
             }
-            if self.overflow(base) == 0 {
+            if !self.may_pass(base, hash) {
                 return false;
             }
             b = if b + 1 == self.n { 0 } else { b + 1 };
@@ -341,6 +367,40 @@ mod tests {
     }
 
     #[test]
+    fn the_pass_filter_ends_searches_at_home_and_keeps_every_entry_findable() {
+        // Twenty entries with one home bucket (hash bits 32-63 zero) and filter bits 0 or 1:
+        // ten stay home, ten pass it.
+        let hash = |s: u32| (u64::from(s % 2) << 16) | u64::from(s + 1);
+        let mut ix = Index::with_capacity(1000);
+        for s in 0..20u32 {
+            ix.insert(hash(s), s, hash);
+        }
+        let home = ix.base(0);
+        assert_eq!(ix.passed(home), 10);
+        for s in 0..20u32 {
+            assert_eq!(ix.find(hash(s), |c| c == s), Some(s), "entry {s}");
+        }
+        // Missing keys with the same home and an unused tag: with filter bit 0 or 1 the search
+        // must go on; with any other bit the home bucket settles it.
+        let missing = |bit: u64| (bit << 16) | 0x7777;
+        for bit in 0..16u64 {
+            assert_eq!(ix.searches_past_home(missing(bit)), bit < 2, "bit {bit}");
+            assert_eq!(ix.candidate(missing(bit)), None, "bit {bit}");
+            assert_eq!(ix.find(missing(bit), |_| true), None, "bit {bit}");
+        }
+        // The filter keeps removed entries' bits while others still pass, and clears with the
+        // last of them.
+        for s in 0..20u32 {
+            assert!(ix.remove(hash(s), s), "entry {s}");
+            for t in s + 1..20 {
+                assert_eq!(ix.find(hash(t), |c| c == t), Some(t), "entry {t} after {s}");
+            }
+        }
+        assert_eq!(ix.passed(home), 0);
+        assert!(!ix.searches_past_home(missing(0)) && !ix.searches_past_home(missing(1)));
+    }
+
+    #[test]
     fn overflow_counts_return_to_zero() {
         let mut ix = Index::with_capacity(1000);
         let hashes: Vec<u64> = (0..1000u64).map(mix).collect();
@@ -353,7 +413,8 @@ mod tests {
         }
         assert_eq!(ix.len(), 0);
         for b in 0..ix.n {
-            assert_eq!(ix.overflow(ix.base(b)), 0, "bucket {b}");
+            assert_eq!(ix.passed(ix.base(b)), 0, "bucket {b}");
+            assert!(!ix.may_pass(ix.base(b), 0), "bucket {b}: filter cleared");
             assert_eq!(ix.matches(ix.base(b), 0), (1 << WAYS) - 1, "all ways empty");
         }
     }
