@@ -9,9 +9,12 @@
 //! [`SessionTable::lookup`] would give at that moment: a hint that no longer holds (the table
 //! changed in between) is detected and the lookup done afresh.
 //!
-//! The reads are ordinary loads (slb-core forbids `unsafe`, so no prefetch instruction): their
-//! values are folded together and passed to [`std::hint::black_box`], and since nothing waits
-//! on them the CPU keeps many in flight.
+//! The reads are prefetch instructions (`sys::prefetch`, the crate's one `unsafe` block): they
+//! retire at once, so a round's misses are all in flight while the CPU goes on to the next
+//! round's arithmetic. On targets without a prefetch instruction they are ordinary loads, whose
+//! values are folded together and passed to [`std::hint::black_box`]; nothing waits on them,
+//! so the CPU still keeps many in flight. (Prefetching instead of loading, with the index's
+//! pass filter, made a batch of replies 17-21 % faster: BENCHMARKS.md, slb-l4.)
 
 use std::hint::black_box;
 

@@ -22,6 +22,8 @@
 //! not touched until used: a driver may still advise huge pages for it), aligned to 64 bytes
 //! by skipping up to seven leading words.
 
+use crate::sys;
+
 /// Ways (entries) per bucket.
 const WAYS: usize = 10;
 /// Words per bucket.
@@ -242,11 +244,17 @@ impl Index {
         if self.n == 0 { usize::MAX } else { self.base(self.home(hash)) + TAG_WORD }
     }
 
-    /// Reads word `at` (from [`Index::home_word`]) so that the CPU fetches its cache line while
-    /// it goes on with other work; the value itself means nothing.
+    /// Has the CPU fetch the cache line of word `at` (from [`Index::home_word`]) while it goes
+    /// on with other work: a prefetch, or where there is none a read whose value means nothing.
     #[inline(always)]
     pub(super) fn touch_at(&self, at: usize) -> u64 {
-        self.words.get(at).copied().unwrap_or(0)
+        if !sys::PREFETCH {
+            return self.words.get(at).copied().unwrap_or(0);
+        }
+        if at < self.words.len() {
+            sys::prefetch(self.words.as_ptr().wrapping_add(at));
+        }
+        0
     }
 
     /// Reads a word of `hash`'s home bucket ([`Index::home_word`], then [`Index::touch_at`]).

@@ -94,20 +94,32 @@ impl<K: PackedKey, X> Family<K, X> {
         self.find_rev_h(Self::hash(hk, k), k)
     }
 
-    /// Reads slot `idx`'s key and session (a burst lookup's way of fetching its line early);
-    /// the value means nothing.
+    /// Has the CPU fetch slot `idx`'s key and session early (a burst lookup's step, as
+    /// [`Index::touch_at`]: a prefetch, or a read whose value means nothing).
     #[inline(always)]
     fn touch_slot(&self, idx: u32) -> u64 {
-        match self.slots.get(idx as usize) {
-            Some(Some(s)) => s.s.expires().as_nanos() ^ u64::from(s.fwd.word0()),
-            _ => 0,
+        if !crate::sys::PREFETCH {
+            return match self.slots.get(idx as usize) {
+                Some(Some(s)) => s.s.expires().as_nanos() ^ u64::from(s.fwd.word0()),
+                _ => 0,
+            };
         }
+        if (idx as usize) < self.slots.len() {
+            crate::sys::prefetch(self.slots.as_ptr().wrapping_add(idx as usize));
+        }
+        0
     }
 
-    /// Reads slot `idx`'s reverse key (as [`Family::touch_slot`] reads the slot).
+    /// Has the CPU fetch slot `idx`'s reverse key early (as [`Family::touch_slot`]).
     #[inline(always)]
     fn touch_rev(&self, idx: u32) -> u64 {
-        self.rev_keys.get(idx as usize).map_or(0, |k| u64::from(k.word0()))
+        if !crate::sys::PREFETCH {
+            return self.rev_keys.get(idx as usize).map_or(0, |k| u64::from(k.word0()));
+        }
+        if (idx as usize) < self.rev_keys.len() {
+            crate::sys::prefetch(self.rev_keys.as_ptr().wrapping_add(idx as usize));
+        }
+        0
     }
 
     /// [`Family::touch_slot`], and the slot's reverse key too.
