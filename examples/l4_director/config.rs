@@ -49,7 +49,9 @@ pub(crate) struct DirectorSection {
     pub(crate) offload_flows: u32,
     /// AF_PACKET links: drop the frames the director forwards at the interface's TCX ingress
     /// hook, after the packet socket's copy, so the kernel's IP stack does not handle them too.
-    pub(crate) drop_transit: bool,
+    /// Unset: on where the kernel can attach it, with a warning where it cannot; `true`: a
+    /// failure to attach stops the director; `false`: off.
+    pub(crate) drop_transit: Option<bool>,
 }
 
 impl Default for DirectorSection {
@@ -67,7 +69,7 @@ impl Default for DirectorSection {
             unknown_checksums: "detect".into(),
             offload: false,
             offload_flows: 262_144,
-            drop_transit: false,
+            drop_transit: None,
         }
     }
 }
@@ -202,7 +204,9 @@ pub(crate) fn from_harness_env() -> Result<Config> {
             // The contract: tx checksum offload is off on the client and servers.
             unknown_checksums: "assume-complete".into(),
             offload: std::env::var("OFFLOAD").is_ok_and(|v| v == "1"),
-            drop_transit: std::env::var("DROP_TRANSIT").is_ok_and(|v| v == "1"),
+            // DROP_TRANSIT=1 requires the filter, 0 turns it off; unset, the default (on
+            // where it attaches).
+            drop_transit: std::env::var("DROP_TRANSIT").ok().map(|v| v == "1"),
             ..DirectorSection::default()
         },
         port: vec![

@@ -34,9 +34,12 @@
 //!                           # peer without XDP cannot take redirects)
 //! offload_flows = 262144    # flows the cache holds (one per session and direction; the map
 //!                           # is allocated at start, ~120 B each); the rest use user space
-//! drop_transit = false      # pnet/batched/ring: drop the frames the director forwards at the
+//! drop_transit = true       # pnet/batched/ring: drop the frames the director forwards at the
 //!                           # interface's TCX ingress, after the packet socket's copy, so the
-//!                           # kernel's IP stack does not handle them too. Harness: DROP_TRANSIT=1
+//!                           # kernel's IP stack does not handle them too (or, with forwarding
+//!                           # on, forward a second copy). Unset: on where the kernel can attach
+//!                           # it (TCX, Linux 6.6), a warning where not; true: required; false:
+//!                           # off. Harness: DROP_TRANSIT=1 / 0 (unset: the default)
 //! local_addresses = ["10.0.2.100"]   # FULLNAT pool
 //! sessions = 1048576        # session table capacity (half of it at most half-open)
 //! preallocate = false       # reserve it at start, huge pages advised (recommended in production)
@@ -206,14 +209,30 @@ fn build(cfg: &Config) -> Result<Built> {
             other => bail!("unknown link {other:?} (batched, ring, xdp, xdp-generic, pnet)"),
         };
         links.push(link);
-        if d.drop_transit {
-            if d.link.starts_with("xdp") {
-                bail!("drop_transit is for the AF_PACKET links (pnet, batched, ring)");
+        // The XDP link's frames never reach the kernel's stack: it needs no filter.
+        let filter = match (d.drop_transit, d.link.starts_with("xdp")) {
+            (Some(true), true) => {
+                bail!("drop_transit is for the AF_PACKET links (pnet, batched, ring)")
             }
-            filters.push(
+            (Some(true), false) => Some(
                 TransitFilter::attach(&p.interface, None)
                     .with_context(|| format!("the transit filter on {}", p.interface))?,
-            );
+            ),
+            (None, false) => TransitFilter::attach(&p.interface, None)
+                .map_err(|e| {
+                    eprintln!(
+                        "warning: no transit filter on {} ({e}): the kernel's IP stack also \
+                         handles the frames the director forwards (drop_transit = false \
+                         silences this)",
+                        p.interface
+                    )
+                })
+                .ok(),
+            _ => None,
+        };
+        if let Some(f) = filter {
+            eprintln!("port {}: transit filter attached", links.len() - 1);
+            filters.push(f);
         }
     }
     for n in &cfg.neighbour {
