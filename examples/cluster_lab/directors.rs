@@ -207,22 +207,6 @@ pub(crate) fn http_get(topo: &Topology, i: usize, path: &str) -> Option<(u16, St
     .flatten()
 }
 
-/// The kernel's count of IPv4 frames it dropped for an address it neither owns nor forwards to
-/// (`Ip: InAddrErrors`) in director `i`'s namespace: transit frames that got past the filter.
-pub(crate) fn in_addr_errors(topo: &Topology, i: usize) -> u64 {
-    let ns = topo.directors[i].name().to_owned();
-    in_netns(&ns, || -> Option<u64> {
-        let text = std::fs::read_to_string("/proc/thread-self/net/snmp").ok()?;
-        let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
-        let (names, values) = (ip.next()?, ip.next()?);
-        let col = names.split_whitespace().position(|n| n == "InAddrErrors")?;
-        values.split_whitespace().nth(col)?.parse().ok()
-    })
-    .ok()
-    .flatten()
-    .unwrap_or(u64::MAX)
-}
-
 /// A gauge or counter without labels from a director's metrics.
 pub(crate) fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|l| {

@@ -29,7 +29,7 @@ use slb_l4::driver::{BoxLink, Director, DriverConfig, interface_info};
 use slb_l4::frame::FrameBuf;
 use slb_l4::fwd::{Forwarder, ForwarderConfig, Mode, PortConfig, ServiceConfig, UnknownCsum};
 use slb_l4::health::{Monitor, TcpConnectProbe, spawn_prober};
-use slb_l4::lab::{Lab, Netns, in_netns, skip_unless_root, wait_until};
+use slb_l4::lab::{Lab, Netns, in_addr_errors, in_netns, skip_unless_root, wait_until};
 use slb_l4::link::{
     AfPacketLink, FlowOffload, Link, LinkStats, OffloadConfig, OffloadStats, PnetLink,
     TransitFilter, XdpConfig, XdpLink,
@@ -97,20 +97,6 @@ struct World {
 }
 
 type Stats = (Vec<LinkStats>, Option<OffloadStats>);
-
-/// The kernel's count of IPv4 frames it dropped for an address it neither owns nor forwards
-/// to (`Ip: InAddrErrors` in the namespace's /proc/net/snmp): the transit frames an AF_PACKET
-/// director's kernel handles after the packet socket's copy.
-fn in_addr_errors(ns: &Netns) -> u64 {
-    in_netns(ns.name(), || {
-        let text = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
-        let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
-        let (names, values) = (ip.next().unwrap(), ip.next().unwrap());
-        let col = names.split_whitespace().position(|n| n == "InAddrErrors").unwrap();
-        values.split_whitespace().nth(col).unwrap().parse().unwrap()
-    })
-    .unwrap()
-}
 
 fn work_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("slb-lab-l4-{}-{tag}", std::process::id()));
@@ -457,9 +443,9 @@ fn lab_l4_curl_20mb_and_udp_in_every_mode_and_link() {
         // 20 MB, byte for byte.
         let out = w.dir.join("download");
         let t = Instant::now();
-        let errors = in_addr_errors(&w.lb);
+        let errors = in_addr_errors(&w.lb).unwrap();
         w.curl("big", Some(&out)).unwrap();
-        let errors = in_addr_errors(&w.lb) - errors;
+        let errors = in_addr_errors(&w.lb).unwrap() - errors;
         match link {
             // The transit filter kept the download's frames from the kernel's IP stack...
             LinkKind::Ring => assert!(errors < 50, "{mode:?}: {errors} transit frames"),

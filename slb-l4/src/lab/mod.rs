@@ -252,6 +252,21 @@ impl Lab {
     }
 }
 
+/// The kernel's count of IPv4 frames it dropped in namespace `ns` for an address it neither
+/// owns nor forwards to (`Ip: InAddrErrors` in its /proc/net/snmp): for an AF_PACKET director,
+/// the transit frames its kernel handled after the packet socket's copy.
+pub fn in_addr_errors(ns: &Netns) -> io::Result<u64> {
+    in_netns(ns.name(), || {
+        let text = std::fs::read_to_string("/proc/thread-self/net/snmp")?;
+        let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
+        let field = ip.next().zip(ip.next()).and_then(|(names, values)| {
+            let col = names.split_whitespace().position(|n| n == "InAddrErrors")?;
+            values.split_whitespace().nth(col)?.parse().ok()
+        });
+        field.ok_or_else(|| io::Error::other("no Ip: InAddrErrors in /proc/net/snmp"))
+    })?
+}
+
 /// Polls `cond` every 10 ms until it holds or `timeout` passes; true if it held.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -313,5 +328,32 @@ mod tests {
             !String::from_utf8_lossy(&list.stdout).contains(&name),
             "namespace removed on drop"
         );
+    }
+
+    #[test]
+    fn in_addr_errors_counts_frames_for_addresses_the_kernel_does_not_own() {
+        if skip_unless_root(
+            "lab::in_addr_errors_counts_frames_for_addresses_the_kernel_does_not_own",
+        ) {
+            return;
+        }
+        let mut lab = Lab::new("addrerr").unwrap();
+        let a = lab.netns("a").unwrap();
+        let b = lab.netns("b").unwrap();
+        lab.veth((&a, "eth0", Some("10.78.0.1/24")), (&b, "eth0", Some("10.78.0.2/24"))).unwrap();
+        lab.set_mac(&b, "eth0", "02:00:00:00:78:02").unwrap();
+        // a sends to 10.78.0.99 at b's MAC: b neither owns nor forwards (forwarding is off in a
+        // new namespace) that address, so its kernel counts each frame.
+        lab.ip(
+            &a,
+            &["neigh", "replace", "10.78.0.99", "lladdr", "02:00:00:00:78:02", "dev", "eth0"],
+        )
+        .unwrap();
+        let before = in_addr_errors(&b).unwrap();
+        let _ = lab.exec(&a, &["ping", "-c3", "-i0.2", "-W1", "10.78.0.99"]);
+        let after = in_addr_errors(&b).unwrap();
+        assert_eq!(after - before, 3, "three echo requests, each counted once");
+        lab.exec(&a, &["ping", "-c1", "-W2", "10.78.0.2"]).unwrap();
+        assert_eq!(in_addr_errors(&b).unwrap(), after, "a frame for b's own address is not");
     }
 }
