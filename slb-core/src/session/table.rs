@@ -19,8 +19,8 @@ pub use burst::Prepared;
 use index::Index;
 
 /// What a lookup by forward key reads: the session and its forward key, in one aligned cache
-/// line when they fit in 64 bytes (an IPv4 session whose dataplane data `X` takes at most 10
-/// bytes, or 8 with 8-byte alignment), so that a lookup touches one line after the bucket.
+/// line when they fit in 64 bytes (an IPv4 session whose dataplane data `X` takes at most 16
+/// bytes), so that a lookup touches one line after the bucket.
 /// The reverse key and the queue generation live in arrays of their own (see [`Family`]).
 /// (An IPv6 slot, with its 38-byte key, takes two lines.)
 #[derive(Debug)]
@@ -790,7 +790,6 @@ impl<X> EntryMut<'_, X> {
         let timeout = self.table.config.timeouts.of(self.session().state);
         let dir = self.dir;
         let s = self.table.session_mut(self.fam, self.idx);
-        s.last_seen = now;
         s.expires = now + timeout;
         let c = match dir {
             Direction::Inbound => &mut s.packets_in,

@@ -260,11 +260,13 @@ fn memory_regions_cover_the_preallocated_storage() {
 
 #[test]
 fn an_ipv4_slot_is_one_aligned_cache_line() {
-    // A session with its forward key, for no dataplane data, 8 bytes (a 64-bit value) or 10
-    // (slb-l4's forwarding details): one line, so a lookup by forward key reads one.
+    // A session with its forward key, for no dataplane data, 8 bytes (a 64-bit value) or 16
+    // (slb-l4's forwarding details, with either alignment): one line, so a lookup by forward
+    // key reads one.
     assert_eq!(size_of::<Option<Slot<K4, ()>>>(), 64);
     assert_eq!(size_of::<Option<Slot<K4, u64>>>(), 64);
-    assert_eq!(size_of::<Option<Slot<K4, [u16; 5]>>>(), 64);
+    assert_eq!(size_of::<Option<Slot<K4, [u16; 8]>>>(), 64);
+    assert_eq!(size_of::<Option<Slot<K4, [u64; 2]>>>(), 64);
     assert_eq!(align_of::<Option<Slot<K4, ()>>>(), 64);
     let config = TableConfig { capacity: 100, preallocate: true, ..TableConfig::default() };
     let mut t: SessionTable<u64> = SessionTable::new(config);

@@ -99,7 +99,6 @@ struct Expected {
     packets_in: u32,
     packets_out: u32,
     created: Instant,
-    last_seen: Instant,
     expires: Instant,
     ext: u32,
     /// Per class (half-open, done): sequence number of the latest entry, and number of entries.
@@ -281,7 +280,6 @@ impl SessionModel {
                 .map(|mut e| e.record_packet(now));
                 let mut count = None;
                 self.expect_entry(key.flow(), got.is_some(), |e, dir| {
-                    e.last_seen = now;
                     e.expires = now + timeouts.of(e.state);
                     let c = match dir {
                         Direction::Inbound => &mut e.packets_in,
@@ -477,7 +475,6 @@ impl SessionModel {
             && s.packets_in == e.packets_in
             && s.packets_out == e.packets_out
             && s.created() == e.created
-            && s.last_seen() == e.last_seen
             && s.expires() == e.expires
             && s.ext == e.ext
             && s.flags == 0;
@@ -605,7 +602,6 @@ impl SessionModel {
             packets_in: 0,
             packets_out: 0,
             created: now,
-            last_seen: now,
             expires: now + self.timeouts.of(state),
             ext,
             entered: [None; 2],
