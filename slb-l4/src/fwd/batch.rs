@@ -37,9 +37,11 @@ impl Forwarder {
     ) {
         let n = frames.len().min(verdicts.len());
         let our_mac = self.ports.get(usize::from(port.0)).map(|p| p.cfg.mac);
-        // Inbound FULLNAT packets read their session's reverse key (the local address): fetch
-        // it with the rest when there is such a service.
-        let with_rev = self.services.list.iter().any(|s| s.mode() == Mode::FullNat);
+        // Inbound FULLNAT packets of IPv6 sessions read their session's reverse key (the local
+        // address; an IPv4 session keeps it in its own data): fetch it with the rest when
+        // there is such a service.
+        let with_rev =
+            self.services.list.iter().any(|s| s.mode() == Mode::FullNat && s.cfg.vip.is_ipv6());
         let none = FlowKey::v4(Protocol::Udp, Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::UNSPECIFIED, 0);
         for (frames, verdicts) in frames[..n].chunks_mut(CHUNK).zip(verdicts[..n].chunks_mut(CHUNK))
         {

@@ -51,7 +51,7 @@ mod service;
 mod stats;
 mod sync;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use hashbrown::HashMap;
 use slb_core::backend::{BackendId, BackendState, SetError};
@@ -75,12 +75,7 @@ use service::{LocalPool, Real, Service, Services};
 
 /// Writes a broadcast ARP request for `target` from `(mac, ip)` into `buf` (what the forwarder
 /// sends to resolve a next hop; also handy for tests).
-pub fn write_arp_request(
-    buf: &mut FrameBuf,
-    mac: Mac,
-    ip: std::net::Ipv4Addr,
-    target: std::net::Ipv4Addr,
-) {
+pub fn write_arp_request(buf: &mut FrameBuf, mac: Mac, ip: Ipv4Addr, target: Ipv4Addr) {
     neigh::arp_request(buf, mac, ip, target);
 }
 
@@ -107,7 +102,8 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-/// The forwarder's per-session data, stored in the session table (10 bytes).
+/// The forwarder's per-session data, stored in the session table (16 bytes: with the session
+/// and its forward key, one cache line).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionData {
     /// MAC of the client-side next hop (the source MAC of the client's last frame); all zero
@@ -115,10 +111,35 @@ pub struct SessionData {
     pub client_mac: Mac,
     /// Port the client's frames arrive on.
     pub client_port: u8,
-    /// Bits: [`REV_SRC_IS_REAL`]; the others are free.
+    /// Bits: [`REV_SRC_IS_REAL`], [`LOCAL_IN_DATA`]; the others are free.
     pub flags: u8,
     /// The service.
     pub svc: u16,
+    /// With [`LOCAL_IN_DATA`]: the IPv4 local address of a FULLNAT session (the reverse key's
+    /// destination), so that an inbound packet takes its new source from here, not from the
+    /// reverse key in another cache line. Zero otherwise.
+    pub local_ip: [u8; 4],
+    /// With [`LOCAL_IN_DATA`]: the local port (the reverse key's destination port).
+    pub local_port: u16,
+}
+
+impl SessionData {
+    /// Records a FULLNAT session's local address and port when they fit (IPv4), setting
+    /// [`LOCAL_IN_DATA`]; an IPv6 one stays in the reverse key alone.
+    pub fn set_local(&mut self, ip: IpAddr, port: u16) {
+        if let IpAddr::V4(v4) = ip {
+            self.local_ip = v4.octets();
+            self.local_port = port;
+            self.flags |= LOCAL_IN_DATA;
+        }
+    }
+
+    /// The local address and port recorded by [`SessionData::set_local`], if any.
+    #[inline]
+    pub fn local(&self) -> Option<(IpAddr, u16)> {
+        (self.flags & LOCAL_IN_DATA != 0)
+            .then(|| (IpAddr::V4(Ipv4Addr::from(self.local_ip)), self.local_port))
+    }
 }
 
 /// [`SessionData::flags`] bit: the session's reverse key has the real server's address as its
@@ -126,6 +147,11 @@ pub struct SessionData {
 /// so that an inbound NAT packet finds its new destination in the real server's record without
 /// reading the reverse key.
 pub const REV_SRC_IS_REAL: u8 = 0x01;
+
+/// [`SessionData::flags`] bit: [`SessionData::local_ip`] and [`SessionData::local_port`] hold
+/// the FULLNAT session's local address and port (its reverse key's destination). With
+/// [`REV_SRC_IS_REAL`], an inbound FULLNAT packet reads no reverse key.
+pub const LOCAL_IN_DATA: u8 = 0x02;
 
 /// Why a configuration call failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

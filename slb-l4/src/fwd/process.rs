@@ -291,6 +291,7 @@ impl Forwarder {
             client_port: port.0,
             flags: if mode == Mode::Dr { 0 } else { REV_SRC_IS_REAL },
             svc: sid.0,
+            ..SessionData::default()
         };
         let to_real = |dst: IpAddr, dport: u16| FlowKey {
             proto: key.proto,
@@ -325,6 +326,8 @@ impl Forwarder {
                 {
                     attempt += 1;
                     let rev = to_real(lip, lport);
+                    let mut ext = ext;
+                    ext.set_local(lip, lport);
                     match self.table.insert(
                         now,
                         key,

@@ -81,9 +81,13 @@ impl Ends {
 /// key the packet's direction needs: inbound, the reverse key (the real server, and FULLNAT's
 /// local address), or no key at all for a NAT session marked
 /// [`REV_SRC_IS_REAL`](super::REV_SRC_IS_REAL) (the real server's record gives the
-/// destination); outbound, the forward key in the session's own slot (the VIP, and FULLNAT's
+/// destination) or a FULLNAT one marked with it and [`LOCAL_IN_DATA`](super::LOCAL_IN_DATA)
+/// (the session's own data gives the source); outbound, the forward key in the session's own slot (the VIP, and FULLNAT's
 /// client). `key` is the packet's own flow key. `None` when the key or the real server it needs
 /// is missing (inbound only).
+/// [`SessionData::flags`] of a FULLNAT session whose inbound packets need no reverse key.
+const FULLNAT_IN_DATA: u8 = super::REV_SRC_IS_REAL | super::LOCAL_IN_DATA;
+
 #[inline]
 pub(super) fn session_ends(
     e: &EntryMut<'_, SessionData>,
@@ -99,6 +103,11 @@ pub(super) fn session_ends(
         (Direction::Inbound, Mode::Nat) if ext.flags & super::REV_SRC_IS_REAL != 0 => {
             let real = reals.get(backend.0 as usize)?;
             Some((Ends { src: None, dst: Some(real_endpoint(real.addr, key.dst_port)) }, client))
+        }
+        (Direction::Inbound, Mode::FullNat) if ext.flags & FULLNAT_IN_DATA == FULLNAT_IN_DATA => {
+            let real = reals.get(backend.0 as usize)?;
+            let dst = Some(real_endpoint(real.addr, key.dst_port));
+            Some((Ends { src: ext.local(), dst }, client))
         }
         (Direction::Inbound, _) => {
             Some((Ends::of(dir, mode, key, Some(&e.reverse_key()?)), client))

@@ -403,12 +403,16 @@ impl Forwarder {
         let real_is_rev_src = s.mode != Mode::Dr
             && super::rewrite::real_endpoint(self.reals[backend.0 as usize].addr, key.dst_port)
                 == (s.real.ip(), s.real.port());
-        let ext = SessionData {
+        let mut ext = SessionData {
             client_mac: mac.unwrap_or([0; 6]),
             client_port: client_port.0,
             flags: if real_is_rev_src { super::REV_SRC_IS_REAL } else { 0 },
             svc: sid.0,
+            ..SessionData::default()
         };
+        if let (Mode::FullNat, Some(r)) = (s.mode, reverse) {
+            ext.set_local(r.dst, r.dst_port);
+        }
         let session = Session::new(backend, s.state, now, ext).with_expiry(s.expires);
         let mut e = self.table.insert(now, key, reverse, session)?;
         *e.flags_mut() |= PEER_SESSION;

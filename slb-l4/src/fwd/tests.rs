@@ -527,7 +527,14 @@ fn an_ipv4_session_costs_at_most_128_bytes() {
     assert_eq!(f.sessions().len(), n);
     let per = f.sessions().memory_bytes() / n;
     assert!(per <= 128, "{per} bytes per session");
-    assert!(size_of::<SessionData>() <= 10);
+    assert!(size_of::<SessionData>() <= 16);
+    // Each session's own data holds its local address and port (what its inbound packets
+    // take as source, without reading the reverse key), equal to the reverse key's
+    // destination.
+    for v in f.sessions().iter() {
+        let r = v.reverse.expect("a FULLNAT session has a reverse key");
+        assert_eq!(v.session.ext.local(), Some((r.dst, r.dst_port)), "{}", v.forward);
+    }
 }
 
 #[test]
