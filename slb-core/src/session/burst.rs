@@ -7,7 +7,9 @@
 //! lookup. It records where each key was found in a [`Prepared`]; the caller then does its
 //! per-key work with [`SessionTable::lookup_prepared`], whose answer is exactly what
 //! [`SessionTable::lookup`] would give at that moment: a hint that no longer holds (the table
-//! changed in between) is detected and the lookup done afresh.
+//! changed in between) is detected and the lookup done afresh. A key not found by forward key
+//! costs a third round (its reverse bucket) unless the caller marks it as one that can only be
+//! a reverse key ([`SessionTable::prepare_directed`]).
 //!
 //! The reads are prefetch instructions (`sys::prefetch`, the crate's one `unsafe` block): they
 //! retire at once, so a round's misses are all in flight while the CPU goes on to the next
@@ -68,6 +70,12 @@ impl Packed {
 }
 
 impl<K: PackedKey, X> Family<K, X> {
+    /// The reverse index if `rev`, else the forward one.
+    #[inline(always)]
+    fn index(&self, rev: bool) -> &super::Index {
+        if rev { &self.rev } else { &self.fwd }
+    }
+
     /// Checks a prepared candidate: `Some(answer)` when it holds, `None` when the lookup must
     /// be done afresh.
     #[inline(always)]
@@ -97,34 +105,57 @@ impl<X> SessionTable<X> {
     /// burst overlap. `out[i]` receives the hint for `keys[i]` (for the shorter of the two
     /// slices); pass it with the same key to [`SessionTable::lookup_prepared`].
     pub fn prepare(&self, keys: &[FlowKey], out: &mut [Prepared]) {
-        self.prepare_inner(keys, out, false);
+        self.prepare_inner(keys, &[], out, false);
     }
 
     /// [`SessionTable::prepare`] for a caller that will also read the reverse key of the
     /// sessions found by their forward key ([`EntryMut::reverse_key`]): that memory is fetched
     /// with the rest of the burst.
     pub fn prepare_with_reverse(&self, keys: &[FlowKey], out: &mut [Prepared]) {
-        self.prepare_inner(keys, out, true);
+        self.prepare_inner(keys, &[], out, true);
+    }
+
+    /// [`SessionTable::prepare`] for a caller that knows of some keys that no session has
+    /// them as its forward key (a director knows it of every packet not sent to one of its
+    /// virtual services' addresses: the replies). `reverse_only` is a bit set, bit `i % 32` of
+    /// word `i / 32` for `keys[i]`: a key whose bit is set is looked up in the reverse index
+    /// alone, which saves reading its forward bucket, one memory round of the burst.
+    /// [`SessionTable::lookup_prepared`] with such a hint gives what a lookup by reverse key
+    /// alone would give: the same as [`SessionTable::lookup`] when the caller is right. Keys
+    /// past the end of the set are looked up both ways.
+    pub fn prepare_directed(&self, keys: &[FlowKey], reverse_only: &[u32], out: &mut [Prepared]) {
+        self.prepare_inner(keys, reverse_only, out, false);
     }
 
     #[inline(always)]
-    fn prepare_inner(&self, keys: &[FlowKey], out: &mut [Prepared], with_rev: bool) {
+    fn prepare_inner(
+        &self,
+        keys: &[FlowKey],
+        reverse_only: &[u32],
+        out: &mut [Prepared],
+        with_rev: bool,
+    ) {
+        const { assert!(ROUND == 32, "one word of `reverse_only` per round") };
         let hk = self.config.hash_key;
         let n = keys.len().min(out.len());
         let mut acc = 0u64;
-        for (keys, out) in keys[..n].chunks(ROUND).zip(out[..n].chunks_mut(ROUND)) {
+        for (r, (keys, out)) in keys[..n].chunks(ROUND).zip(out[..n].chunks_mut(ROUND)).enumerate()
+        {
             // Each round first computes, then reads memory in a tight loop, so that all the
             // round's reads fit in the CPU's reorder window and are in flight together.
             let mut packed = [Packed::None; ROUND];
             let mut at = [usize::MAX; ROUND];
             let mut all_v4 = true;
-            for ((p, a), key) in packed.iter_mut().zip(&mut at).zip(keys) {
+            // Keys looked up by reverse key alone (bit i: keys[i]).
+            let rev_only = reverse_only.get(r).copied().unwrap_or(0);
+            for (i, ((p, a), key)) in packed.iter_mut().zip(&mut at).zip(keys).enumerate() {
                 *p = Packed::of(&hk, key);
+                let rev = rev_only >> i & 1 == 1;
                 *a = match *p {
-                    Packed::V4(h) => self.v4.fwd.home_word(h),
+                    Packed::V4(h) => self.v4.index(rev).home_word(h),
                     Packed::V6(h) => {
                         all_v4 = false;
-                        self.v6.fwd.home_word(h)
+                        self.v6.index(rev).home_word(h)
                     }
                     Packed::None => {
                         all_v4 = false;
@@ -132,42 +163,53 @@ impl<X> SessionTable<X> {
                     }
                 };
             }
-            // Round one: the forward home buckets.
-            if all_v4 {
+            // Round one: the home buckets, forward (or reverse for the keys looked up by
+            // reverse key alone).
+            if all_v4 && rev_only == 0 {
                 for &a in &at[..keys.len()] {
                     acc ^= self.v4.fwd.touch_at(a);
                 }
+            } else if all_v4 {
+                for (i, &a) in at[..keys.len()].iter().enumerate() {
+                    acc ^= self.v4.index(rev_only >> i & 1 == 1).touch_at(a);
+                }
             } else {
-                for (p, &a) in packed.iter().zip(&at).take(keys.len()) {
+                for (i, (p, &a)) in packed.iter().zip(&at).take(keys.len()).enumerate() {
+                    let rev = rev_only >> i & 1 == 1;
                     acc ^= match *p {
-                        Packed::V4(_) => self.v4.fwd.touch_at(a),
-                        Packed::V6(_) => self.v6.fwd.touch_at(a),
+                        Packed::V4(_) => self.v4.index(rev).touch_at(a),
+                        Packed::V6(_) => self.v6.index(rev).touch_at(a),
                         Packed::None => 0,
                     };
                 }
             }
-            // Round two: forward candidates (then their slots are read) or, for keys with none,
-            // the reverse home buckets.
+            // Round two: candidates (then their slots are read) or, for keys with no forward
+            // one, the reverse home buckets.
             let mut again = 0u32;
             for (i, (p, o)) in packed.iter().zip(out.iter_mut()).enumerate() {
+                let rev = rev_only >> i & 1 == 1;
+                let dir = if rev { OUTBOUND } else { 0 };
                 let (cand, flags) = match *p {
-                    Packed::V4(h) => (self.v4.fwd.candidate(h), VALID),
-                    Packed::V6(h) => (self.v6.fwd.candidate(h), VALID | V6),
+                    Packed::V4(h) => (self.v4.index(rev).candidate(h), VALID | dir),
+                    Packed::V6(h) => (self.v6.index(rev).candidate(h), VALID | V6 | dir),
                     Packed::None => (Some(u32::MAX), 0),
                 };
-                again |= u32::from(cand.is_none()) << i;
+                again |= u32::from(cand.is_none() && !rev) << i;
                 let slot = cand.map_or(0, |c| c.wrapping_add(1));
                 *o = Prepared { table: self.id, flags, slot, inserts: self.inserts };
             }
             if all_v4 && again == 0 {
-                // The common burst: forward hits of IPv4 keys, one line each (and the reverse
-                // keys, in a second loop, so that the slots' reads go first).
+                // The common burst: IPv4 keys found at once, one line each (and the reverse
+                // keys of those found by reverse key, or of all with `with_rev`, in a second
+                // loop, so that the slots' reads go first).
                 for o in out.iter() {
                     acc ^= self.v4.touch_slot(o.slot.wrapping_sub(1));
                 }
-                if with_rev {
+                if with_rev || rev_only != 0 {
                     for o in out.iter() {
-                        acc ^= self.v4.touch_rev(o.slot.wrapping_sub(1));
+                        if with_rev || o.flags & OUTBOUND != 0 {
+                            acc ^= self.v4.touch_rev(o.slot.wrapping_sub(1));
+                        }
                     }
                 }
                 continue;
@@ -318,6 +360,73 @@ mod tests {
         assert_eq!(e.direction(), Direction::Inbound);
     }
 
+    /// `flags` as `prepare_directed`'s bit set.
+    fn bits(flags: &[bool]) -> Vec<u32> {
+        let mut w = vec![0u32; flags.len().div_ceil(32)];
+        for (i, &f) in flags.iter().enumerate() {
+            w[i / 32] |= u32::from(f) << (i % 32);
+        }
+        w
+    }
+
+    #[test]
+    fn reverse_only_hints_search_the_reverse_index_alone() {
+        let mut t: SessionTable<()> = SessionTable::new(TableConfig::default());
+        let now = Instant::from_secs(1);
+        for i in 0..1000 {
+            let s = Session::new(BackendId(1), ConnState::Udp, now, ());
+            t.insert(now, fwd(i), Some(rev(i)), s).unwrap();
+        }
+        // Three rounds' worth of keys: reverse keys flagged (found by reverse key), forward
+        // keys unflagged (found by forward key), forward keys flagged (the caller is wrong:
+        // not found, as a lookup by reverse key alone), absent keys of both kinds, and an IPv6
+        // key; flagged keys in every round at other offsets, so that a flag applied to the
+        // wrong key shows.
+        let mut keys = Vec::new();
+        let mut flags: Vec<bool> = Vec::new();
+        for i in 0..30 {
+            keys.extend([rev(i), fwd(i), fwd(100 + i)]);
+            flags.extend([true, false, true]);
+        }
+        keys.extend([rev(5000), fwd(5000)]);
+        flags.extend([true, false]);
+        keys.push(FlowKey::new(
+            Protocol::Tcp,
+            "[2001:db8::1]:1".parse().unwrap(),
+            "[2001:db8::2]:2".parse().unwrap(),
+        ));
+        flags.push(true);
+        // A key past the end of the flags: both ways.
+        keys.push(rev(7));
+        let mut hints = vec![Prepared::default(); keys.len()];
+        t.prepare_directed(&keys, &bits(&flags), &mut hints);
+        for (i, (k, h)) in keys.iter().zip(&hints).enumerate() {
+            let got = t.resolve(k, h).unwrap_or_else(|| panic!("key {i} {k}: hint {h:?} unused"));
+            let both = t.locate(k).map(|(_, idx, d)| (idx, d));
+            let want = if flags.get(i) == Some(&true) {
+                both.filter(|&(_, d)| d == Direction::Outbound)
+            } else {
+                both
+            };
+            assert_eq!(got.map(|(_, idx, d)| (idx, d)), want, "key {i} {k}");
+        }
+        assert_eq!(t.resolve(&keys[0], &hints[0]).unwrap().unwrap().2, Direction::Outbound);
+        assert_eq!(t.resolve(&keys[2], &hints[2]), Some(None), "flagged forward key");
+        assert!(t.resolve(&keys[1], &hints[1]).unwrap().is_some());
+        // Unflagged keys get the hints `prepare` gives.
+        let mut plain = vec![Prepared::default(); keys.len()];
+        t.prepare(&keys, &mut plain);
+        for (i, (a, b)) in hints.iter().zip(&plain).enumerate() {
+            if flags.get(i) != Some(&true) {
+                assert_eq!(a, b, "key {i}");
+            }
+        }
+        // After an insert a reverse hit is checked afresh, both ways.
+        let s = Session::new(BackendId(1), ConnState::Udp, now, ());
+        t.insert(now, fwd(6000), None, s).unwrap();
+        assert!(t.resolve(&keys[0], &hints[0]).is_none());
+    }
+
     #[test]
     fn hints_hold_in_a_full_table() {
         // A preallocated table filled to its capacity holds its indexes at their 70 % load,
@@ -348,10 +457,16 @@ mod tests {
         );
         let mut hints = vec![Prepared::default(); keys.len()];
         t.prepare(&keys, &mut hints);
+        // The same with the reverse keys looked up by reverse key alone.
+        let reverse_only: Vec<bool> = (0..keys.len()).map(|i| i >= n as usize).collect();
+        let mut directed = vec![Prepared::default(); keys.len()];
+        t.prepare_directed(&keys, &bits(&reverse_only), &mut directed);
         for (i, (k, h)) in keys.iter().zip(&hints).enumerate() {
             let want = t.locate(k).map(|(_, idx, d)| (idx, d));
             let got = t.resolve(k, h).unwrap_or_else(|| panic!("key {i} {k}: hint {h:?} unused"));
             assert_eq!(got.map(|(_, idx, d)| (idx, d)), want, "key {i} {k}");
+            let got = t.resolve(k, &directed[i]).expect("directed hint used");
+            assert_eq!(got.map(|(_, idx, d)| (idx, d)), want, "directed key {i} {k}");
             let present = i < cap || (n as usize..n as usize + cap).contains(&i);
             assert_eq!(want.is_some(), present, "key {i} {k}");
         }
