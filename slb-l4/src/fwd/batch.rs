@@ -4,10 +4,13 @@
 //! Over a big session table each lookup waits on cache (and TLB) misses: the index bucket, then
 //! the session. Links deliver frames in batches, so the batch step first parses every frame and
 //! collects the flow keys of those that will look a session up, hands the keys to
-//! [`SessionTable::prepare`](slb_core::session::SessionTable::prepare) (which reads all their
-//! buckets, then all their sessions, so that the misses overlap), and then runs the ordinary
-//! step on each frame in order with its lookup hint. The hints never change an answer: a frame
-//! that creates or removes a session makes the hints it invalidates fall back to a plain lookup.
+//! [`SessionTable::prepare_directed`](slb_core::session::SessionTable::prepare_directed) (which
+//! reads all their buckets, then all their sessions, so that the misses overlap), and then runs
+//! the ordinary step on each frame in order with its lookup hint. The hints never change an
+//! answer: a frame that creates or removes a session makes the hints it invalidates fall back
+//! to a plain lookup. A packet to an address that is no service's (a reply, to a client or a
+//! FULLNAT local address) is looked up by reverse key alone, saving one memory round: no
+//! session has a forward key to such an address (see `Services::vip_filter`).
 
 use std::net::Ipv4Addr;
 
@@ -17,11 +20,12 @@ use slb_core::time::Instant;
 
 use super::process::flow_key;
 use crate::frame::FrameBuf;
-use crate::fwd::{Forwarder, Mode, PortId, Verdict};
+use crate::fwd::{Forwarder, PortId, Verdict};
 use crate::wire::{self, CommonV4, Frag, Kind, Malformed, proto};
 
-/// Frames prepared together.
+/// Frames prepared together (at most 32: one word of reverse-only bits).
 const CHUNK: usize = 32;
+const _: () = assert!(CHUNK <= 32);
 
 impl Forwarder {
     /// Processes `frames`, all received on `port` at `now`, in order: `verdicts[i]` is what
@@ -37,11 +41,6 @@ impl Forwarder {
     ) {
         let n = frames.len().min(verdicts.len());
         let our_mac = self.ports.get(usize::from(port.0)).map(|p| p.cfg.mac);
-        // Inbound FULLNAT packets of IPv6 sessions read their session's reverse key (the local
-        // address; an IPv4 session keeps it in its own data): fetch it with the rest when
-        // there is such a service.
-        let with_rev =
-            self.services.list.iter().any(|s| s.mode() == Mode::FullNat && s.cfg.vip.is_ipv6());
         let none = FlowKey::v4(Protocol::Udp, Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::UNSPECIFIED, 0);
         for (frames, verdicts) in frames[..n].chunks_mut(CHUNK).zip(verdicts[..n].chunks_mut(CHUNK))
         {
@@ -51,6 +50,8 @@ impl Forwarder {
             let mut is_common = 0u32;
             let mut kinds = [Err(Malformed); CHUNK];
             let mut keys = [none; CHUNK];
+            // Keys to no service's address (replies): looked up by reverse key alone.
+            let mut reverse_only = 0u32;
             let mut owner = [0u8; CHUNK];
             let mut nkeys = 0;
             for (i, f) in frames.iter().enumerate() {
@@ -69,6 +70,8 @@ impl Forwarder {
                             c.dst.into(),
                             c.dport,
                         );
+                        reverse_only |=
+                            u32::from(!self.services.may_be_vip(keys[nkeys].dst)) << nkeys;
                         owner[nkeys] = i as u8;
                         nkeys += 1;
                     }
@@ -81,16 +84,13 @@ impl Forwarder {
                     && to_us()
                 {
                     keys[nkeys] = flow_key(m);
+                    reverse_only |= u32::from(!self.services.may_be_vip(m.dst)) << nkeys;
                     owner[nkeys] = i as u8;
                     nkeys += 1;
                 }
             }
             let mut prepared = [Prepared::default(); CHUNK];
-            if with_rev {
-                self.table.prepare_with_reverse(&keys[..nkeys], &mut prepared[..nkeys]);
-            } else {
-                self.table.prepare(&keys[..nkeys], &mut prepared[..nkeys]);
-            }
+            self.table.prepare_directed(&keys[..nkeys], &[reverse_only], &mut prepared[..nkeys]);
             let mut k = 0;
             for (i, (f, v)) in frames.iter_mut().zip(verdicts.iter_mut()).enumerate() {
                 f.meta.steady = false;

@@ -314,8 +314,7 @@ impl Forwarder {
         };
         svc.balancer.update(svc.backends(&self.reals), Instant::ZERO)?;
         self.owned.insert(svc.cfg.vip, Owned::Vip);
-        self.services.by_key.insert(key, sid);
-        self.services.list.push(svc);
+        self.services.add(key, sid, svc);
         self.reroute();
         Ok(sid)
     }
@@ -375,7 +374,9 @@ impl Forwarder {
         &self.table
     }
 
-    /// The session table, for sync and tests.
+    /// The session table, for sync and tests. A session inserted here must have a forward key
+    /// to one of the forwarder's services, as those it creates do: the batch step looks the
+    /// packets to other addresses up by reverse key alone.
     pub fn sessions_mut(&mut self) -> &mut SessionTable<SessionData> {
         &mut self.table
     }

@@ -107,9 +107,40 @@ pub(crate) type SvcKey = (u8, IpAddr, u16);
 pub(crate) struct Services {
     pub(crate) list: Vec<Service>,
     pub(crate) by_key: HashMap<SvcKey, ServiceId>,
+    /// A one-word filter of the services' addresses: bit [`vip_bit`] of each is set. A packet
+    /// whose destination's bit is clear is sent to no service, so no session has its flow key
+    /// as forward key (services are never removed, and every session's forward key is to a
+    /// service: a new flow's, or one a peer installed, checked against them).
+    pub(crate) vip_filter: u64,
+}
+
+/// The bit of `ip` in [`Services::vip_filter`].
+#[inline]
+fn vip_bit(ip: IpAddr) -> u64 {
+    let folded = match ip {
+        IpAddr::V4(a) => u64::from(a.to_bits()),
+        IpAddr::V6(a) => {
+            let b = a.to_bits();
+            (b as u64) ^ ((b >> 64) as u64)
+        }
+    };
+    1 << (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58)
 }
 
 impl Services {
+    /// Adds a service (under `key`, as `sid`).
+    pub(crate) fn add(&mut self, key: SvcKey, sid: ServiceId, svc: Service) {
+        self.vip_filter |= vip_bit(key.1);
+        self.by_key.insert(key, sid);
+        self.list.push(svc);
+    }
+
+    /// False when no service has address `ip` (true may be a false positive).
+    #[inline]
+    pub(crate) fn may_be_vip(&self, ip: IpAddr) -> bool {
+        self.vip_filter & vip_bit(ip) != 0
+    }
+
     /// The service for a new flow to `dst:dport` (exact port first, then all-ports).
     #[inline]
     pub(crate) fn find(&self, proto: u8, dst: IpAddr, dport: u16) -> Option<ServiceId> {

@@ -555,3 +555,23 @@ fn sessions_expire_by_state_timeout() {
     assert_eq!(f.expire(T0 + Duration::from_secs(301), 100), 1, "UDP after 300 s");
     assert!(f.sessions().is_empty());
 }
+
+#[test]
+fn the_vip_filter_admits_every_service_address_and_few_others() {
+    // The batch step looks packets to addresses the filter rejects up by reverse key alone, so
+    // it must never reject a service's address; it is worth something only if it rejects most
+    // client addresses.
+    let mut f = nat();
+    let rr = SchedulerConfig::new(SchedulerKind::RoundRobin);
+    let vip6: IpAddr = "fd00::100".parse().unwrap();
+    let svc = ServiceConfig::new(Protocol::Udp, vip6, 53, Mode::Nat, rr)
+        .with_real("[fd00:2::11]:53".parse().unwrap());
+    f.add_service(svc).unwrap();
+    let vips: Vec<IpAddr> = f.services.list.iter().map(|s| s.cfg.vip).collect();
+    assert!(vips.len() >= 2 && vips.contains(&vip6));
+    assert!(vips.iter().all(|&v| f.services.may_be_vip(v)));
+    let admitted = (0..10_000u32)
+        .filter(|i| f.services.may_be_vip(Ipv4Addr::from(0x0a01_0000 + i).into()))
+        .count();
+    assert!(admitted < 1000, "{admitted} of 10000 client addresses pass the filter");
+}
