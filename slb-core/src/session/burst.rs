@@ -150,7 +150,7 @@ impl<X> SessionTable<X> {
             let rev_only = reverse_only.get(r).copied().unwrap_or(0);
             for (i, ((p, a), key)) in packed.iter_mut().zip(&mut at).zip(keys).enumerate() {
                 *p = Packed::of(&hk, key);
-                let rev = rev_only >> i & 1 == 1;
+                let rev = rev_only != 0 && rev_only >> i & 1 == 1;
                 *a = match *p {
                     Packed::V4(h) => self.v4.index(rev).home_word(h),
                     Packed::V6(h) => {
@@ -187,7 +187,7 @@ impl<X> SessionTable<X> {
             // one, the reverse home buckets.
             let mut again = 0u32;
             for (i, (p, o)) in packed.iter().zip(out.iter_mut()).enumerate() {
-                let rev = rev_only >> i & 1 == 1;
+                let rev = rev_only != 0 && rev_only >> i & 1 == 1;
                 let dir = if rev { OUTBOUND } else { 0 };
                 let (cand, flags) = match *p {
                     Packed::V4(h) => (self.v4.index(rev).candidate(h), VALID | dir),

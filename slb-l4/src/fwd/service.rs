@@ -117,13 +117,17 @@ pub(crate) struct Services {
 /// The bit of `ip` in [`Services::vip_filter`].
 #[inline]
 fn vip_bit(ip: IpAddr) -> u64 {
-    let folded = match ip {
-        IpAddr::V4(a) => u64::from(a.to_bits()),
+    match ip {
+        IpAddr::V4(a) => vip_bit_of(u64::from(a.to_bits())),
         IpAddr::V6(a) => {
             let b = a.to_bits();
-            (b as u64) ^ ((b >> 64) as u64)
+            vip_bit_of((b as u64) ^ ((b >> 64) as u64))
         }
-    };
+    }
+}
+
+#[inline(always)]
+fn vip_bit_of(folded: u64) -> u64 {
     1 << (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58)
 }
 
@@ -139,6 +143,12 @@ impl Services {
     #[inline]
     pub(crate) fn may_be_vip(&self, ip: IpAddr) -> bool {
         self.vip_filter & vip_bit(ip) != 0
+    }
+
+    /// [`Services::may_be_vip`] of the IPv4 address `ip` (host order), as 0 or 1.
+    #[inline(always)]
+    pub(crate) fn may_be_vip4(&self, ip: u32) -> u32 {
+        u32::from(self.vip_filter & vip_bit_of(u64::from(ip)) != 0)
     }
 
     /// The service for a new flow to `dst:dport` (exact port first, then all-ports).
