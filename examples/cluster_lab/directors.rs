@@ -220,6 +220,38 @@ pub(crate) fn wait_ready(topo: &Topology, i: usize, limit: Duration) -> bool {
     wait_until(limit, || http_get(topo, i, "/ready").is_some_and(|(c, _)| c == 200))
 }
 
+/// The addresses director `i` answers for, from its metrics (`None` when it does not answer).
+fn held(topo: &Topology, i: usize) -> Option<Vec<String>> {
+    let (code, text) = http_get(topo, i, "/metrics")?;
+    (code == 200).then(|| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("slb_cluster_address_held{address=\""))
+            .filter_map(|l| l.split_once('"').map(|(a, _)| a.to_owned()))
+            .collect()
+    })
+}
+
+/// Waits until the takeover addresses have settled after start-up: in FULLNAT each director
+/// answers for its own local address and no other's (a director that came up first answers
+/// for the others' until they are up, and a connection opened meanwhile would get its replies
+/// at the wrong node); in NAT each floating address is held by exactly one director.
+pub(crate) fn wait_settled(topo: &Topology, mode: Mode, n: usize, limit: Duration) -> bool {
+    wait_until(limit, || {
+        let Some(sets) = (0..n).map(|i| held(topo, i)).collect::<Option<Vec<_>>>() else {
+            return false;
+        };
+        match mode {
+            Mode::FullNat => sets.iter().enumerate().all(|(i, set)| {
+                (0..n).all(|j| set.contains(&topo::local_ip(j).to_string()) == (i == j))
+            }),
+            Mode::Nat => [topo::FLOAT_UP, topo::FLOAT_DOWN]
+                .iter()
+                .all(|a| sets.iter().filter(|set| set.contains(&a.to_string())).count() == 1),
+            Mode::Dr => true,
+        }
+    })
+}
+
 /// Kills director `i` with SIGKILL, then withdraws its next hop after `detect` (BFD).
 /// `during` runs right after the kill (e.g. opening connections in the failover window).
 pub(crate) fn kill(

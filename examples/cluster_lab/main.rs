@@ -234,6 +234,11 @@ fn run(args: &Args, mode: Mode, stop: &AtomicBool) -> anyhow::Result<Report> {
                 dirs.dir.join(format!("d{}.log", i + 1)).display()
             );
         }
+        anyhow::ensure!(
+            directors::wait_settled(&topo, mode, n_dir, Duration::from_secs(20)),
+            "the directors' addresses did not settle within 20 s (logs in {})",
+            dirs.dir.display()
+        );
         eprintln!("directors ready");
     }
     let vip = SocketAddr::from((VIP, VPORT));
