@@ -70,7 +70,7 @@ impl Forwarder {
                             c.dst.into(),
                             c.dport,
                         );
-                        reverse_only |= (self.services.may_be_vip4(c.dst) ^ 1) << nkeys;
+                        reverse_only |= u32::from(!self.services.may_be_vip4(c.dst)) << nkeys;
                         owner[nkeys] = i as u8;
                         nkeys += 1;
                     }

@@ -77,17 +77,17 @@ impl Ends {
     }
 }
 
+/// [`SessionData::flags`] of a FULLNAT session whose inbound packets need no reverse key.
+const FULLNAT_IN_DATA: u8 = super::REV_SRC_IS_REAL | super::LOCAL_IN_DATA;
+
 /// The new ends of a packet of a known session, and the session's client, read from the one
 /// key the packet's direction needs: inbound, the reverse key (the real server, and FULLNAT's
 /// local address), or no key at all for a NAT session marked
 /// [`REV_SRC_IS_REAL`](super::REV_SRC_IS_REAL) (the real server's record gives the
 /// destination) or a FULLNAT one marked with it and [`LOCAL_IN_DATA`](super::LOCAL_IN_DATA)
-/// (the session's own data gives the source); outbound, the forward key in the session's own slot (the VIP, and FULLNAT's
-/// client). `key` is the packet's own flow key. `None` when the key or the real server it needs
-/// is missing (inbound only).
-/// [`SessionData::flags`] of a FULLNAT session whose inbound packets need no reverse key.
-const FULLNAT_IN_DATA: u8 = super::REV_SRC_IS_REAL | super::LOCAL_IN_DATA;
-
+/// (the session's own data gives the source); outbound, the forward key in the session's own
+/// slot (the VIP, and FULLNAT's client). `key` is the packet's own flow key. `None` when the key
+/// or the real server it needs is missing (inbound only).
 #[inline]
 pub(super) fn session_ends(
     e: &EntryMut<'_, SessionData>,

@@ -145,10 +145,10 @@ impl Services {
         self.vip_filter & vip_bit(ip) != 0
     }
 
-    /// [`Services::may_be_vip`] of the IPv4 address `ip` (host order), as 0 or 1.
+    /// [`Services::may_be_vip`] of the IPv4 address `ip` (host order, as parsed).
     #[inline(always)]
-    pub(crate) fn may_be_vip4(&self, ip: u32) -> u32 {
-        u32::from(self.vip_filter & vip_bit_of(u64::from(ip)) != 0)
+    pub(crate) fn may_be_vip4(&self, ip: u32) -> bool {
+        self.vip_filter & vip_bit_of(u64::from(ip)) != 0
     }
 
     /// The service for a new flow to `dst:dport` (exact port first, then all-ports).
