@@ -14,19 +14,23 @@
 # --latency. Prints one line: req/s, the proxy's CPU cores (its process group, from /proc),
 # requests per proxy CPU-second, and the p50/p75/p90/p99 latencies.
 #
-# Environment: PORT (default 18300), WRK_THREADS (2), CONNS (64), SECS (8), WRK_PREFIX
+# Environment: PORT (default 18300), WRK_THREADS (2), CONNS (64), SECS (8), WORKERS (1: the
+# proxy's worker processes or threads), WRK_PREFIX
 # (prepended to the measured wrk, e.g. "taskset -c 0"), DELAY_MS (0: each connection sends its
 # next request as soon as the answer is in; N: it waits N ms first, through a wrk script, so
 # that every proxy is offered the same rate, about CONNS / (N ms + latency), below saturation:
 # latencies then compare at equal throughput; wrk's latency excludes the wait), TLS (1: the
 # proxy terminates HTTPS/1.1 with a self-signed ECDSA P-256 certificate, as in the harness's tls
-# mode: nginx with TLSv1.2-1.3 and a session cache, a candidate with TLS_CERT/TLS_KEY).
-# Requires nginx, wrk and curl (and openssl with TLS=1). Everything listens on 127.0.0.1 only;
-# every process started here is stopped by its process group at exit, and the work dir is
-# removed.
+# mode: nginx with TLSv1.2-1.3 and a session cache, a candidate with TLS_CERT/TLS_KEY), H2 (1:
+# HTTP/2 over that TLS, negotiated by ALPN, as in the harness's h2 mode: h2load with
+# WRK_THREADS threads, CONNS connections and 10 streams each instead of wrk; the harness reports
+# only h2load's mean and deviation, so the percentiles here come from h2load's per-request log).
+# Requires nginx, wrk and curl (and openssl with TLS=1, h2load with H2=1). Everything listens on
+# 127.0.0.1 only; every process started here is stopped by its process group at exit, and the
+# work dir is removed.
 set -euo pipefail
 
-[ $# -ge 1 ] || { sed -n '2,26p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,30p' "$0"; exit 2; }
 name=$1
 shift
 port=${PORT:-18300}
@@ -62,17 +66,20 @@ EOF
 scheme=http
 listen="listen $proxy;"
 tls_env=()
+workers=${WORKERS:-1}
+h2=${H2:-0}
+[ "$h2" = 1 ] && TLS=1
 if [ "${TLS:-0}" = 1 ]; then
     scheme=https
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
         -subj /CN=localhost -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
         -keyout "$work/key.pem" -out "$work/cert.pem" 2> "$work/openssl.log"
-    listen="listen $proxy ssl; ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+    listen="listen $proxy ssl$([ "$h2" = 1 ] && echo ' http2'); ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:1m;"
     tls_env=(TLS_CERT="$work/cert.pem" TLS_KEY="$work/key.pem")
 fi
 cat > "$work/proxy.conf" <<EOF
-worker_processes 1; daemon off; pid $work/proxy.pid; error_log $work/proxy.err warn;
+worker_processes $workers; daemon off; pid $work/proxy.pid; error_log $work/proxy.err warn;
 worker_rlimit_nofile 20000;
 events { worker_connections 9900; }
 http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
@@ -86,7 +93,7 @@ pids+=($!)
 if [ "$name" = nginx ]; then
     setsid nginx -c "$work/proxy.conf" > "$work/proxy.log" 2>&1 &
 else
-    env LISTEN="$proxy" BACKENDS="$backends" WORKERS=1 "${tls_env[@]}" setsid "$@" \
+    env LISTEN="$proxy" BACKENDS="$backends" WORKERS="$workers" "${tls_env[@]}" setsid "$@" \
         > "$work/proxy.log" 2>&1 &
 fi
 px=$!
@@ -115,6 +122,31 @@ group_ticks() {
     echo "$total"
 }
 
+if [ "$h2" = 1 ]; then
+    h2load -t"$threads" -c"$conns" -m10 -D2 "$scheme://$proxy/" > /dev/null
+    t0=$(group_ticks)
+    h2load -t"$threads" -c"$conns" -m10 -D"$secs" --log-file="$work/h2.log" "$scheme://$proxy/" \
+        > "$work/h2load.out"
+    t1=$(group_ticks)
+    # The log: start time, status, duration in microseconds, one request a line.
+    sort -n -k3,3 "$work/h2.log" | awk -v name="$name" -v t0="$t0" -v t1="$t1" \
+        -v hz="$(getconf CLK_TCK)" -v secs="$secs" -v ok="$(grep -c $'\t200\t' "$work/h2.log")" '
+        { d[NR] = $3 }
+        END {
+            cores = (t1 - t0) / hz / secs
+            rps = NR / secs
+            per = cores > 0 ? rps / cores : 0
+            printf "%s req/s=%d cores=%.2f req/cpu-s=%d status200=%d/%d", name, rps, cores, per,
+                ok, NR
+            n = split("50 75 90 99", q, " ")
+            for (i = 1; i <= n; i++) {
+                k = int(NR * q[i] / 100); if (k < 1) k = 1
+                printf " p%s=%.2fms", q[i], d[k] / 1000
+            }
+            printf "\n"
+        }'
+    exit 0
+fi
 script=()
 if [ "${DELAY_MS:-0}" != 0 ]; then
     printf 'function delay()\n  return %d\nend\n' "$DELAY_MS" > "$work/delay.lua"
