@@ -3,11 +3,11 @@
 //! [`crate::link::FlowOffload`].
 //!
 //! ```text
-//!   not IPv4, too short, multicast, or for one of `hosts`  -> XDP_PASS (the kernel)
 //!   with a flow map: IPv4 without options, not a fragment, TCP without SYN/FIN/RST or UDP,
 //!     whose 5-tuple is in `flows`                          -> rewrite (MACs, addresses, ports,
 //!                                                             TTL, checksums), count,
 //!                                                             bpf_redirect(egress)
+//!   not IPv4, too short, multicast, or for one of `hosts`  -> XDP_PASS (the kernel)
 //!   otherwise                                              -> the AF_XDP socket of the queue
 //! ```
 //! The rewrite is the one the user-space step applied to an earlier frame of the same flow
@@ -162,10 +162,16 @@ impl Asm {
 /// `xsks` (queue -> AF_XDP socket) and optionally `flows` (see [`flow_key`], [`flow_value`]).
 pub(crate) fn program(hosts: RawFd, xsks: RawFd, flows: Option<RawFd>) -> Vec<Insn> {
     let mut a = Asm::default();
-    transit_ipv4(&mut a, 0, 4, hosts);
+    a.op(MOV_REG, 6, 1, 0, 0);
     if let Some(flows) = flows {
+        // Cached flows first, so that their frames take one hash lookup, not two. This skips
+        // the checks below only for frames they would let through: an entry is made from a
+        // frame that reached the socket, so past them, with the same addresses, and `hosts`
+        // does not change while the program is attached.
         offload_block(&mut a, flows);
+        a.label("slow");
     }
+    transit_ipv4(&mut a, 0, 4, hosts);
     // To the AF_XDP socket of this queue (or the kernel if the queue has none).
     a.label("xsk");
     a.op(LDX_W, 2, 6, 16, 0); // ctx->rx_queue_index
@@ -189,6 +195,7 @@ const TCX_DROP: i32 = 2;
 /// or, with forwarding on, forwarding them too). Everything else passes.
 pub(crate) fn transit_drop_program(hosts: RawFd) -> Vec<Insn> {
     let mut a = Asm::default();
+    a.op(MOV_REG, 6, 1, 0, 0);
     // `struct __sk_buff`: data at 76, data_end at 80 (at ingress, data is the MAC header).
     transit_ipv4(&mut a, 76, 80, hosts);
     a.op(MOV_IMM, 0, 0, 0, TCX_DROP);
@@ -199,11 +206,10 @@ pub(crate) fn transit_drop_program(hosts: RawFd) -> Vec<Insn> {
     a.finish()
 }
 
-/// The common start: r6 = ctx; jumps to "pass" unless the frame is IPv4 unicast (not
-/// multicast, not the limited broadcast) to an address not in `hosts`. `data` and `end` are the
-/// context offsets of the frame's start and end.
+/// With r6 = ctx: jumps to "pass" unless the frame is IPv4 unicast (not multicast, not the
+/// limited broadcast) to an address not in `hosts`. `data` and `end` are the context offsets of
+/// the frame's start and end.
 fn transit_ipv4(a: &mut Asm, data: i16, end: i16, hosts: RawFd) {
-    a.op(MOV_REG, 6, 1, 0, 0);
     a.op(LDX_W, 2, 6, data, 0);
     a.op(LDX_W, 3, 6, end, 0);
     // Ethernet and an IPv4 header must be there.
@@ -226,7 +232,8 @@ fn transit_ipv4(a: &mut Asm, data: i16, end: i16, hosts: RawFd) {
     a.jump(JNE_IMM, 0, 0, 0, "pass");
 }
 
-/// The flow-map fast path: jumps to "xsk" for anything it does not forward itself.
+/// The flow-map fast path, with r6 = ctx: jumps to "slow" for anything it does not forward
+/// itself.
 fn offload_block(a: &mut Asm, flows: RawFd) {
     use flow_value as v;
     // r7 = data, r8 = data_end (callee-saved: they survive the map lookup).
@@ -234,19 +241,21 @@ fn offload_block(a: &mut Asm, flows: RawFd) {
     a.op(LDX_W, 8, 6, 4, 0);
     a.op(MOV_REG, 4, 7, 0, 0);
     a.op(ADD_IMM, 4, 0, 0, 34);
-    a.jump(JGT_REG, 4, 8, 0, "xsk");
+    a.jump(JGT_REG, 4, 8, 0, "slow");
+    a.op(LDX_H, 4, 7, 12, 0);
+    a.jump(JNE_IMM, 4, 0, 0x0008, "slow"); // ethertype != htons(0x0800)
     a.op(LDX_B, 4, 7, 14, 0);
-    a.jump(JNE_IMM, 4, 0, 0x45, "xsk"); // IPv4 with options
+    a.jump(JNE_IMM, 4, 0, 0x45, "slow"); // IPv4 with options
     a.op(LDX_H, 4, 7, 20, 0);
     a.op(AND_IMM, 4, 0, 0, 0xff3f); // MF and the fragment offset, as loaded (little endian)
-    a.jump(JNE_IMM, 4, 0, 0, "xsk");
+    a.jump(JNE_IMM, 4, 0, 0, "slow");
     a.op(LDX_B, 4, 7, 23, 0);
     a.jump(JEQ_IMM, 4, 0, 6, "tcp");
-    a.jump(JNE_IMM, 4, 0, 17, "xsk");
+    a.jump(JNE_IMM, 4, 0, 17, "slow");
     // UDP: 8 header bytes; r9 = offset of the checksum.
     a.op(MOV_REG, 4, 7, 0, 0);
     a.op(ADD_IMM, 4, 0, 0, 42);
-    a.jump(JGT_REG, 4, 8, 0, "xsk");
+    a.jump(JGT_REG, 4, 8, 0, "slow");
     a.op(MOV_IMM, 9, 0, 0, 40);
     a.op(ST_W, 10, 0, -4, 17);
     a.jump(JA, 0, 0, 0, "key");
@@ -254,10 +263,10 @@ fn offload_block(a: &mut Asm, flows: RawFd) {
     a.label("tcp");
     a.op(MOV_REG, 4, 7, 0, 0);
     a.op(ADD_IMM, 4, 0, 0, 54);
-    a.jump(JGT_REG, 4, 8, 0, "xsk");
+    a.jump(JGT_REG, 4, 8, 0, "slow");
     a.op(LDX_B, 4, 7, 47, 0);
     a.op(AND_IMM, 4, 0, 0, 0x07);
-    a.jump(JNE_IMM, 4, 0, 0, "xsk");
+    a.jump(JNE_IMM, 4, 0, 0, "slow");
     a.op(MOV_IMM, 9, 0, 0, 50);
     a.op(ST_W, 10, 0, -4, 6);
     // The key at fp-16: addresses, ports, protocol (written above).
@@ -272,13 +281,13 @@ fn offload_block(a: &mut Asm, flows: RawFd) {
     a.op(MOV_REG, 2, 10, 0, 0);
     a.op(ADD_IMM, 2, 0, 0, -16);
     a.call(FN_MAP_LOOKUP);
-    a.jump(JEQ_IMM, 0, 0, 0, "xsk");
+    a.jump(JEQ_IMM, 0, 0, 0, "slow");
     // r0 = the value. TTL first: a frame that would expire goes to user space untouched.
     a.op(LDX_W, 4, 0, v::FLAGS as i16, 0);
     a.op(AND_IMM, 4, 0, 0, v::TTL_DEC as i32);
     a.jump(JEQ_IMM, 4, 0, 0, "ipsum");
     a.op(LDX_B, 5, 7, 22, 0);
-    a.jump(JLE_IMM, 5, 0, 1, "xsk");
+    a.jump(JLE_IMM, 5, 0, 1, "slow");
     a.op(ADD_IMM, 5, 0, 0, -1);
     a.op(STX_B, 7, 5, 22, 0);
     a.label("ipsum");
@@ -360,26 +369,36 @@ mod tests {
                     assert_eq!(maps, [7, 8]);
                     assert_eq!(p.len(), 28, "the plain steering program");
                 }
-                Some(f) => assert_eq!(maps, [7, f, 8]),
+                // The flow map is looked up first.
+                Some(f) => assert_eq!(maps, [f, 7, 8]),
             }
         }
     }
 
     #[test]
-    fn the_offload_block_sends_what_it_does_not_forward_to_the_socket() {
+    fn the_offload_block_leaves_what_it_does_not_forward_to_the_transit_checks() {
         let p = program(7, 8, Some(9));
-        let xsk = p.len() - 8;
         let redirect = p.iter().position(|i| i.code == CALL && i.imm == FN_REDIRECT).unwrap();
         assert_eq!(p[redirect + 1].code, EXIT);
-        let mut to_xsk = 0;
-        for (i, ins) in p.iter().enumerate() {
-            if is_cond_jump(ins) && (i as i64 + 1 + i64::from(ins.off)) as usize == xsk {
-                to_xsk += 1;
+        // The transit checks follow the block: they load data, then data_end, from the ctx.
+        let slow = redirect + 2;
+        assert_eq!((p[slow].code, p[slow].off, p[slow + 1].off), (LDX_W, 0, 4));
+        let hosts = p.iter().position(|i| i.code == LD_DW && i.imm == 7).unwrap();
+        assert!(hosts > slow, "the hosts map is looked up after the flow map");
+        let mut to_slow = 0;
+        for (i, ins) in p[..slow].iter().enumerate() {
+            if is_cond_jump(ins) {
+                let to = i as i64 + 1 + i64::from(ins.off);
+                if to == slow as i64 {
+                    to_slow += 1;
+                } else {
+                    assert!(to < slow as i64, "jump at {i} leaves the block to {to}");
+                }
             }
         }
-        // Too short, IP options, fragment, other protocol, short UDP, short TCP, TCP flags,
-        // no flow, TTL.
-        assert_eq!(to_xsk, 9);
+        // Too short, not IPv4, IP options, fragment, other protocol, short UDP, short TCP, TCP
+        // flags, no flow, TTL.
+        assert_eq!(to_slow, 10);
     }
 
     #[test]

@@ -376,6 +376,13 @@ mod lab {
             assert!(cache.map.lookup(&c.key, &mut val).unwrap());
             let counter = |at: usize| u64::from_ne_bytes(val[at..at + 8].try_into().unwrap());
             assert_eq!((counter(v::PACKETS), counter(v::BYTES)), (packets, bytes), "{}", c.name);
+            // The flow map is looked up before the transit checks: a frame of another
+            // ethertype with the flow's bytes is still not the flow's.
+            let mut other = c.later[0].0.clone();
+            other[12..14].copy_from_slice(&[0x86, 0xdd]);
+            let mut got = other.clone();
+            assert_eq!(bpf::test_run(&prog, &mut got).unwrap() as i32, XDP_PASS, "{}", c.name);
+            assert_eq!(got, other, "{}", c.name);
             assert!(cache.map.delete(&c.key).unwrap());
             // Without the flow: the frame is left to the socket (here: none, so the kernel).
             let (frame, _) = &c.later[0];
