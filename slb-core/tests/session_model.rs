@@ -28,6 +28,7 @@ fn table_matches_hashmap_oracle_on_random_byte_programs() {
     assert!(c.expired_lazily > 10 && c.swept > 100, "{c:?}");
     assert!(c.evicted.iter().all(|&n| n > 10), "both eviction classes: {c:?}");
     assert!(c.prepared_lookups > 1000, "burst-prepared lookups, mostly stale hints: {c:?}");
+    assert!(c.reverse_only_lookups > 100, "hints of keys marked reverse-only: {c:?}");
 }
 
 use std::sync::Arc;

@@ -8,10 +8,13 @@
 //! sessions a bounded sweep reaches first), the model accepts any legal outcome and then follows
 //! the table; everything else must match exactly, after every operation.
 //!
-//! Burst lookups are checked on the way: every fifth operation prepares hints
-//! ([`SessionTable::prepare`]) for the whole decoded key space, and the lookups of odd
-//! operations go through [`SessionTable::lookup_prepared`] with the key's hint, however many
-//! inserts, removals, expiries and evictions happened since; the oracle knows nothing of hints.
+//! Burst lookups are checked on the way: every fifth operation prepares hints for the whole
+//! decoded key space, in turn with [`SessionTable::prepare`],
+//! [`SessionTable::prepare_with_reverse`] and [`SessionTable::prepare_directed`] (every key that
+//! is no session's forward key at that moment marked reverse-only, as a director marks
+//! replies), and the lookups of odd operations go through [`SessionTable::lookup_prepared`] with
+//! the key's hint, however many inserts, removals, expiries and evictions happened since; the
+//! oracle knows nothing of hints.
 
 use hashbrown::{HashMap, HashSet};
 use std::fmt;
@@ -65,6 +68,9 @@ pub struct Coverage {
     /// Lookups made with a hint from a burst `prepare` (often stale: prepared several
     /// operations earlier).
     pub prepared_lookups: u64,
+    /// Of those, lookups whose hint came from `prepare_directed` with the key marked
+    /// reverse-only.
+    pub reverse_only_lookups: u64,
 }
 
 impl std::ops::AddAssign for Coverage {
@@ -80,6 +86,7 @@ impl std::ops::AddAssign for Coverage {
         self.evicted[1] += o.evicted[1];
         self.state_changes += o.state_changes;
         self.prepared_lookups += o.prepared_lookups;
+        self.reverse_only_lookups += o.reverse_only_lookups;
     }
 }
 
@@ -127,8 +134,9 @@ pub struct SessionModel {
     fresh: u32,
     step: usize,
     coverage: Coverage,
-    /// Burst-lookup hints for the decoded key space, refreshed every few operations.
-    hints: HashMap<FlowKey, Prepared>,
+    /// Burst-lookup hints for the decoded key space, refreshed every few operations, and
+    /// whether each key was marked reverse-only.
+    hints: HashMap<FlowKey, (Prepared, bool)>,
 }
 
 /// Keys the decoder produces (see `session_ops::key`): what the hints are prepared for.
@@ -147,16 +155,17 @@ const PREPARE_EVERY: usize = 5;
 /// hint: both must give the same answer.
 fn lookup<'t>(
     table: &'t mut SessionTable<u32>,
-    hints: &HashMap<FlowKey, Prepared>,
+    hints: &HashMap<FlowKey, (Prepared, bool)>,
     coverage: &mut Coverage,
     step: usize,
     key: &FlowKey,
     now: Instant,
 ) -> Option<EntryMut<'t, u32>> {
     match hints.get(key) {
-        Some(h) if step % 2 == 1 => {
+        Some(&(h, reverse_only)) if step % 2 == 1 => {
             coverage.prepared_lookups += 1;
-            table.lookup_prepared(key, *h, now)
+            coverage.reverse_only_lookups += u64::from(reverse_only);
+            table.lookup_prepared(key, h, now)
         }
         _ => table.lookup(key, now),
     }
@@ -229,8 +238,22 @@ impl SessionModel {
         if self.step % PREPARE_EVERY == 0 {
             let keys = decoded_keys();
             let mut hints = vec![Prepared::default(); keys.len()];
-            self.table.prepare(&keys, &mut hints);
-            self.hints = keys.into_iter().zip(hints).collect();
+            let mut marked = vec![false; keys.len()];
+            match self.step / PREPARE_EVERY % 3 {
+                0 => self.table.prepare(&keys, &mut hints),
+                1 => self.table.prepare_with_reverse(&keys, &mut hints),
+                _ => {
+                    let mut bits = vec![0u32; keys.len().div_ceil(32)];
+                    for (i, k) in keys.iter().enumerate() {
+                        if !self.by_fwd.contains_key(k) {
+                            bits[i / 32] |= 1 << (i % 32);
+                            marked[i] = true;
+                        }
+                    }
+                    self.table.prepare_directed(&keys, &bits, &mut hints);
+                }
+            }
+            self.hints = keys.into_iter().zip(hints.into_iter().zip(marked)).collect();
         }
         let full = self.step % 4 == 3;
         let res = self.apply_inner(op).and_then(|()| self.check_invariants(full));
