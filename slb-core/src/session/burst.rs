@@ -326,14 +326,21 @@ mod tests {
         FlowKey::v4(Protocol::Udp, [10, 0, 2, 1].into(), 53, Ipv4Addr::from(0x0c00_0000 + i), 7)
     }
 
-    #[test]
-    fn fresh_hints_resolve_without_a_second_search() {
-        let mut t: SessionTable<()> = SessionTable::new(TableConfig::default());
+    /// A table holding sessions `fwd(i)` / `rev(i)` for `i` below 1000, and the time they
+    /// were made.
+    fn filled() -> (SessionTable<()>, Instant) {
+        let mut t = SessionTable::new(TableConfig::default());
         let now = Instant::from_secs(1);
         for i in 0..1000 {
             let s = Session::new(BackendId(1), ConnState::Udp, now, ());
             t.insert(now, fwd(i), Some(rev(i)), s).unwrap();
         }
+        (t, now)
+    }
+
+    #[test]
+    fn fresh_hints_resolve_without_a_second_search() {
+        let (mut t, now) = filled();
         // Hits both ways and misses of both families, more than one round.
         let mut keys: Vec<FlowKey> = (0..20).map(fwd).chain((0..20).map(rev)).collect();
         keys.push(fwd(5000));
@@ -373,12 +380,7 @@ mod tests {
 
     #[test]
     fn reverse_only_hints_search_the_reverse_index_alone() {
-        let mut t: SessionTable<()> = SessionTable::new(TableConfig::default());
-        let now = Instant::from_secs(1);
-        for i in 0..1000 {
-            let s = Session::new(BackendId(1), ConnState::Udp, now, ());
-            t.insert(now, fwd(i), Some(rev(i)), s).unwrap();
-        }
+        let (mut t, now) = filled();
         // Three rounds' worth of keys: reverse keys flagged (found by reverse key), forward
         // keys unflagged (found by forward key), forward keys flagged (the caller is wrong:
         // not found, as a lookup by reverse key alone), absent keys of both kinds, and an IPv6
