@@ -229,7 +229,7 @@ pub fn forwarder(
 }
 
 /// The `l4_frame` fuzz target's body, shared with the corpus replay test: feeds the frames of
-/// `data` to a forwarder, then (see [`replay_batched`]) to two more, one frame by frame and one
+/// `data` to a forwarder, then (see `replay_batched`) to two more, one frame by frame and one
 /// in batches, which must agree. Input: one mode byte (NAT, FULLNAT, DR by value mod 3; bit 7: also
 /// print the counters at the end), then records of
 /// `[ctrl, len_lo, len_hi, frame...]`: ctrl bit 0 = port, bits 1-2 = checksum state the link

@@ -39,7 +39,7 @@ pub struct FrameMeta {
     /// every other frame): the frame took the fast path of an established flow, and the
     /// rewrite it got (MACs, addresses, ports, TTL, checksum updates) is the one every later
     /// frame of the flow in this direction gets until the session changes, so a flow cache may
-    /// replay it on frames without SYN, FIN or RST (see [`crate::link::FlowOffload`]).
+    /// replay it on frames without SYN, FIN or RST (see `link::FlowOffload`, feature `io`).
     pub steady: bool,
 }
 

@@ -15,7 +15,7 @@
 //! ## Policies
 //! - **TCP sessions** are created only by a SYN (strict, as IPVS) unless
 //!   [`ForwarderConfig::strict_tcp`] is off ("sloppy": any non-RST segment); UDP sessions by the
-//!   first datagram. IPVS's TCP state machine ([`tcp_transition`]) drives the idle timeouts; a
+//!   first datagram. IPVS's TCP state machine ([`tcp_transition`](slb_core::session::tcp_transition)) drives the idle timeouts; a
 //!   SYN on a finished session (TIME_WAIT, CLOSE) removes it and schedules afresh.
 //! - **Fragments** (IPv4 with MF or an offset, IPv6 with a fragment header) addressed to a VIP or
 //!   a local address are dropped and counted ([`DropReason::Fragment`]); the director never

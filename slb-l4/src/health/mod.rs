@@ -1,6 +1,6 @@
 //! Health checking of real servers: a pure [`Monitor`] (one slb-core [`HealthTracker`] per real
 //! server, deciding when to probe and when a server flips) and, with feature `io`, the probes
-//! that do the I/O ([`TcpConnectProbe`], [`HttpProbe`]) and a runner thread ([`spawn_prober`]).
+//! that do the I/O (`TcpConnectProbe`, `HttpProbe`) and a runner thread (`spawn_prober`).
 //!
 //! ```text
 //!   Monitor::due(now) -> probes to run -> HealthProbe (tokio, I/O) -> Monitor::handle_result

@@ -5,7 +5,7 @@
 //!   Link::send_batch(&[FrameBuf])     -> sent   (frames beyond `sent` were dropped, counted)
 //! ```
 //! Implementations: [`MemoryLink`] (in-process pairs, for tests and benches), the smoltcp
-//! adapter in [`crate::sim`] (feature `sim`), pnet's AF_PACKET channel, a batched AF_PACKET
+//! adapter in `slb_l4::sim` (feature `sim`), pnet's AF_PACKET channel, a batched AF_PACKET
 //! socket and an AF_XDP socket (feature `io`). Middlewares wrap any link: [`FaultInjector`] (seeded loss,
 //! duplication, corruption) and [`PcapWriter`] (a pcap trace of both directions).
 
@@ -62,7 +62,7 @@ pub struct LinkStats {
     pub rx_frames: u64,
     /// Bytes received.
     pub rx_bytes: u64,
-    /// Of `rx_frames`, those that came through a kernel-bypass fast path ([`XdpLink`]'s AF_XDP
+    /// Of `rx_frames`, those that came through a kernel-bypass fast path (`XdpLink`'s AF_XDP
     /// socket rather than its packet socket); 0 for the other links.
     pub rx_fast: u64,
     /// Frames sent.
@@ -113,7 +113,7 @@ pub trait Link {
     }
 
     /// The index of the network interface the link sends on, if it is one (a flow cache
-    /// redirects frames there; see [`FlowOffload`](crate::link::offload)).
+    /// redirects frames there; see `FlowOffload`, feature `io`).
     fn ifindex(&self) -> Option<u32> {
         None
     }

@@ -34,7 +34,7 @@ const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
 /// Verdicts and helpers (linux/bpf.h).
 pub(crate) const XDP_PASS: i32 = 2;
 /// `XDP_REDIRECT`.
-#[cfg(test)]
+#[cfg(all(test, feature = "lab"))]
 pub(crate) const XDP_REDIRECT: i32 = 4;
 const BPF_PSEUDO_MAP_FD: u8 = 1;
 const FN_MAP_LOOKUP: i32 = 1;

@@ -1,4 +1,4 @@
-//! Wire formats: zero-copy parsing through smoltcp's checked views ([`parse`]), checksum
+//! Wire formats: zero-copy parsing through smoltcp's checked views ([`parse`](mod@parse)), checksum
 //! arithmetic ([`csum`]), TCP options and TOA ([`toa`]).
 //!
 //! smoltcp's `wire` module is the one packet library of this crate: frames are parsed with its

@@ -152,7 +152,7 @@ impl CommonV4 {
 }
 
 /// The common frame, read at fixed offsets: IPv4 without options, not a fragment, TCP or UDP
-/// with a complete header. `None` for anything else (then [`parse_views`] decides); accepts
+/// with a complete header. `None` for anything else (then `parse_views` decides); accepts
 /// only what `parse_views` accepts, with the same result (a property test checks both).
 #[inline(always)]
 pub fn parse_common(frame: &[u8]) -> Option<CommonV4> {

@@ -17,7 +17,7 @@ const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
-#[cfg(test)]
+#[cfg(all(test, feature = "lab"))]
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_LINK_CREATE: libc::c_long = 28;
 /// `BPF_MAP_TYPE_HASH`.
@@ -88,7 +88,7 @@ struct LinkCreate {
     flags: u32,
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "lab"))]
 #[repr(C)]
 #[derive(Default)]
 struct TestRun {
@@ -272,7 +272,7 @@ pub(crate) fn attach_tcx_ingress(prog: &OwnedFd, ifindex: u32) -> io::Result<Own
 /// Runs `prog` once on `frame` (rewritten in place, up to its length) and returns the
 /// program's verdict (`XDP_PASS`, `XDP_REDIRECT`, ...). Maps and helpers act as on a real
 /// frame, except that a redirect is only decided, not carried out.
-#[cfg(test)]
+#[cfg(all(test, feature = "lab"))]
 pub(crate) fn test_run(prog: &OwnedFd, frame: &mut [u8]) -> io::Result<u32> {
     let input = frame.to_vec();
     let mut a = TestRun {
