@@ -1,8 +1,9 @@
 use std::net::Ipv4Addr;
 
+use super::family::Slot;
 use super::*;
 use crate::flow::Protocol;
-use crate::session::Timeouts;
+use crate::session::{ConnState, Timeouts};
 
 fn key(c: u8, port: u16) -> FlowKey {
     FlowKey::v4(Protocol::Tcp, Ipv4Addr::new(10, 0, 1, c), port, Ipv4Addr::new(10, 0, 0, 100), 80)

@@ -72,7 +72,7 @@ impl Packed {
 impl<K: PackedKey, X> Family<K, X> {
     /// The reverse index if `rev`, else the forward one.
     #[inline(always)]
-    fn index(&self, rev: bool) -> &super::Index {
+    fn index(&self, rev: bool) -> &super::index::Index {
         if rev { &self.rev } else { &self.fwd }
     }
 
