@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # l7-tail-probe.sh - one latency-distribution run of an HTTP proxy on loopback, in the shape of
-# shared/bench/l7-compare.sh's http mode at one worker, for quick A/B probes of the tail
-# (BENCHMARKS.md, slb-l7, "Why the 1-worker tail").
+# the comparison harness's http mode at one worker (benches/compare), for quick A/B probes of
+# the tail.
 #
 #   l7-tail-probe.sh nginx                 nginx (1 worker, upstream keep-alive) as the proxy
 #   l7-tail-probe.sh NAME CMD [ARGS...]    CMD as the proxy, with the candidate contract's

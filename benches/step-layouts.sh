@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # step-layouts.sh - the pure L4 step bench (benches/l4_step.rs) in three code layouts, run in
-# turn, because one layout can sit on a cliff the others miss (BENCHMARKS.md, slb-l4, "A 30-35%
-# cliff from code layout"): a change is only faster if it is faster in all three.
+# turn, because one layout can sit on a cliff the others miss (in some layouts the batched
+# step ran 30-35% slower, stalled on stack round trips): a change is only faster if it is
+# faster in all three.
 #
 #   step-layouts.sh [FILTER] [ROUNDS]
 #
@@ -9,8 +10,8 @@
 # profile's) and 16 codegen units, each in its own target dir under $LAYOUT_DIR (default
 # target/step-layouts), then runs the three binaries in turn ROUNDS times (default 2) with the
 # criterion FILTER (default 'nat_udp_in_batch32|nat_udp_out_batch32|fullnat_tcp_in_batch32'),
-# each run under an exclusive hold of $BENCH_LOCK (default /work/bench.lock when /work exists,
-# the shared machines' convention; none otherwise). Prints one line per run: layout, round,
+# each run under an exclusive hold (flock) of the file $BENCH_LOCK if it is set, so that runs
+# on a shared machine can take turns. Prints one line per run: layout, round,
 # case, median Mpps. Run it from the repository root.
 set -euo pipefail
 
@@ -18,7 +19,6 @@ filter=${1:-'nat_udp_in_batch32|nat_udp_out_batch32|fullnat_tcp_in_batch32'}
 rounds=${2:-2}
 dir=${LAYOUT_DIR:-target/step-layouts}
 lock=${BENCH_LOCK:-}
-if [ -z "$lock" ] && [ -d /work ]; then lock=/work/bench.lock; fi
 units=(1 4 16)
 
 bins=()

@@ -264,7 +264,7 @@ pub(crate) struct SyncSection {
     /// Sessions the sync engine reserves room for up front (default: `director.sessions` when
     /// `director.preallocate`, else 0: grow on demand). A
     /// table that grows rehashes in one step, a pause of tens of milliseconds at hundreds of
-    /// thousands of sessions that shows in the replication lag (BENCHMARKS.md, slb-sync).
+    /// thousands of sessions that shows in the replication lag.
     pub(crate) known_capacity: Option<usize>,
     /// Address groups that move between directors (same list on every director).
     #[serde(default)]

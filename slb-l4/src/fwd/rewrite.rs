@@ -437,11 +437,9 @@ pub(super) fn rewrite_ip(
 /// in 32-bit arithmetic (every changed 16-bit word's `!old + new` summed, folded once).
 ///
 /// Always inlined, and the two endpoints rewritten by two calls of one inlined helper, so that
-/// the arguments and sums stay in registers. An earlier form, called out of line, looped over
-/// an array of `(endpoint, offsets)` tuples that the compiler built on the stack and read back
-/// at once; one build of it (the bench with default features and the release profile's 4
-/// codegen units) ran the batched step 30-35% slower than builds with 1 or 16 units, stalled
-/// on those stack round trips (BENCHMARKS.md, slb-l4).
+/// the arguments and sums stay in registers: a loop over an array of endpoints would be built
+/// on the stack and read back at once, and in some code layouts the step then stalls on those
+/// stack round trips.
 #[inline(always)]
 pub(super) fn rewrite_v4(
     f: &mut [u8],

@@ -15,8 +15,7 @@
 //! retire at once, so a round's misses are all in flight while the CPU goes on to the next
 //! round's arithmetic. On targets without a prefetch instruction they are ordinary loads, whose
 //! values are folded together and passed to [`std::hint::black_box`]; nothing waits on them,
-//! so the CPU still keeps many in flight. (Prefetching instead of loading, with the index's
-//! pass filter, made a batch of replies 17-21 % faster: BENCHMARKS.md, slb-l4.)
+//! so the CPU still keeps many in flight.
 
 use std::hint::black_box;
 
