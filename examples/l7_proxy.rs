@@ -34,6 +34,7 @@ use slb::l7::config::{
     BackendConfig, CertConfig, Config, ConfigOverrides, ListenerConfig, ListenerTls, PoolConfig,
 };
 use slb::l7::process::{Ended, Options, run};
+use slb::logging::LogFormat;
 
 #[derive(Parser, Debug)]
 #[command(about = "slb L7 proxy: HTTP/1.1, HTTP/2, TLS, health checks, retries, stickiness, \
@@ -57,15 +58,15 @@ struct Args {
     /// drains and exits) instead of binding them.
     #[arg(long)]
     upgrade: bool,
+    /// Log lines on stderr as `text` (coloured only on a terminal) or `json` (one object per
+    /// line); RUST_LOG filters them (default info, e.g. RUST_LOG=slb_l7=debug).
+    #[arg(long, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
+    slb::logging::init(args.log_format)?;
     let (mut config, demo) = if let Some(path) = &args.config {
         (Config::from_file(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?, false)
     } else if let (Ok(listen), Ok(backends)) = (std::env::var("LISTEN"), std::env::var("BACKENDS"))

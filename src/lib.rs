@@ -8,6 +8,7 @@
 //! | `l4` | `slb-l4`: the packet dataplane (NAT, FULLNAT + TOA, DR) | `l4` |
 //! | `l7` | `slb-l7`: the HTTP/HTTPS proxy | `l7` |
 //! | `sync` | `slb-sync`: session replication between L4 nodes | `sync` |
+//! | `logging` | a log subscriber for programs: `RUST_LOG`, text or JSON lines on stderr | `logging` |
 #![forbid(unsafe_code)]
 
 pub use slb_core as core;
@@ -15,5 +16,7 @@ pub use slb_core as core;
 pub use slb_l4 as l4;
 #[cfg(feature = "l7")]
 pub use slb_l7 as l7;
+#[cfg(feature = "logging")]
+pub mod logging;
 #[cfg(feature = "sync")]
 pub use slb_sync as sync;

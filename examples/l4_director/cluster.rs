@@ -72,7 +72,7 @@ pub(crate) fn start(
         };
         let t =
             MulticastTransport::bind(&mc).with_context(|| format!("multicast {group}:{port}"))?;
-        eprintln!(
+        tracing::info!(
             "sync: node {} epoch {epoch}, multicast {group}:{port} from {}",
             s.node,
             t.local_addr()?
@@ -82,7 +82,7 @@ pub(crate) fn start(
         let bind = s.bind.context("[sync] unicast needs bind")?;
         let t = UnicastTransport::bind(bind, s.unicast.clone())
             .with_context(|| format!("bind {bind}"))?;
-        eprintln!("sync: node {} epoch {epoch}, unicast {bind} -> {:?}", s.node, s.unicast);
+        tracing::info!("sync: node {} epoch {epoch}, unicast {bind} -> {:?}", s.node, s.unicast);
         SyncLink::spawn(engine, t, clock)?
     };
     let mut cc = ClusterConfig::new(node);

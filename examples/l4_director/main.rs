@@ -128,6 +128,7 @@ use slb::l4::link::{
 };
 
 use config::{Config, fmt_mac, from_harness_env, parse_mac};
+use slb::logging::LogFormat;
 
 #[derive(Parser, Debug)]
 #[command(about = "slb L4 director on real interfaces")]
@@ -135,6 +136,10 @@ struct Args {
     /// TOML configuration (ignored when the l4-compare environment is set).
     #[arg(long)]
     config: Option<std::path::PathBuf>,
+    /// Log lines on stderr as `text` (coloured only on a terminal) or `json` (one object per
+    /// line); RUST_LOG filters them (default info).
+    #[arg(long, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 /// What `build` makes: the forwarder, its links, the XDP flow cache and the transit filters
@@ -179,7 +184,7 @@ fn build(cfg: &Config) -> Result<Built> {
     let mut fwd = Forwarder::new(fcfg);
     if d.preallocate {
         let advised = slb_l4::link::advise_huge_pages(&fwd.sessions().memory_regions());
-        eprintln!(
+        tracing::info!(
             "session table: {} sessions reserved, {advised} bytes advised for huge pages",
             d.sessions
         );
@@ -193,7 +198,7 @@ fn build(cfg: &Config) -> Result<Built> {
             .into_iter()
             .filter(|c: &Cidr| !matches!(c.addr, IpAddr::V6(a) if a.segments()[0] == 0xfe80))
             .collect();
-        eprintln!("port {}: {} {} {:?}", links.len(), p.interface, fmt_mac(&mac), pc.addrs);
+        tracing::info!("port {}: {} {} {:?}", links.len(), p.interface, fmt_mac(&mac), pc.addrs);
         fwd.add_port(pc)?;
         let link: BoxLink = match d.link.as_str() {
             "pnet" => Box::new(PnetLink::open(&p.interface, 8 << 20)?),
@@ -220,10 +225,9 @@ fn build(cfg: &Config) -> Result<Built> {
             ),
             (None, false) => TransitFilter::attach(&p.interface, None)
                 .map_err(|e| {
-                    eprintln!(
-                        "warning: no transit filter on {} ({e}): the kernel's IP stack also \
-                         handles the frames the director forwards (drop_transit = false \
-                         silences this)",
+                    tracing::warn!(
+                        "no transit filter on {} ({e}): the kernel's IP stack also handles the \
+                         frames the director forwards (drop_transit = false silences this)",
                         p.interface
                     )
                 })
@@ -231,7 +235,7 @@ fn build(cfg: &Config) -> Result<Built> {
             _ => None,
         };
         if let Some(f) = filter {
-            eprintln!("port {}: transit filter attached", links.len() - 1);
+            tracing::info!("port {}: transit filter attached", links.len() - 1);
             filters.push(f);
         }
     }
@@ -270,8 +274,9 @@ fn build(cfg: &Config) -> Result<Built> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    slb::logging::init(args.log_format)?;
     let cfg = if std::env::var("MODE").is_ok() && std::env::var("CLIENT_IF").is_ok() {
-        eprintln!("l4_director: configuration from the l4-compare environment");
+        tracing::info!("configuration from the comparison harness's environment");
         from_harness_env()?
     } else {
         let path = args.config.context("--config FILE (or the l4-compare environment)")?;
@@ -342,17 +347,13 @@ fn main() -> Result<()> {
         // A cluster member announces its addresses once its table has arrived instead.
         director.announce()?;
     }
-    eprintln!("l4_director: running ({} link)", cfg.director.link);
+    tracing::info!("running ({} link)", cfg.director.link);
     director.run(&stop)?;
     if let Some(d) = drain {
-        eprintln!("l4_director: leaving the cluster, forwarding for {d:?} more");
+        tracing::info!("leaving the cluster, forwarding for {d:?} more");
         director.leave_cluster();
         director.run_for(&AtomicBool::new(false), d)?;
     }
-    eprint!("{}", director.forwarder().report().ipvsadm());
-    eprintln!("links: {:?}", director.link_stats());
-    if let Some(o) = director.offload_stats() {
-        eprintln!("offload: {o:?}");
-    }
+    director.log_stats();
     Ok(())
 }

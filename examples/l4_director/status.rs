@@ -10,7 +10,7 @@ use std::time::Duration;
 /// Serves `metrics` (rendered by the director loop) on `listen`.
 pub(crate) fn serve(listen: SocketAddr, metrics: Arc<Mutex<String>>) -> std::io::Result<()> {
     let l = TcpListener::bind(listen)?;
-    eprintln!("stats: http://{listen}/metrics");
+    tracing::info!("stats: http://{listen}/metrics");
     std::thread::Builder::new().name("stats".into()).spawn(move || {
         for conn in l.incoming().flatten() {
             let _ = answer(conn, &metrics);

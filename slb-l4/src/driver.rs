@@ -128,6 +128,17 @@ impl Director {
         self.offload.as_ref().map(|(o, _)| o.stats())
     }
 
+    /// Logs (at `info`, through `tracing`) the forwarder's counters in `ipvsadm -L -n --stats`
+    /// layout, the links' counters and the flow cache's.
+    pub fn log_stats(&self) {
+        tracing::info!(
+            links = ?self.link_stats(),
+            offload = ?self.offload_stats(),
+            "counters\n{}",
+            self.fwd.report().ipvsadm()
+        );
+    }
+
     /// Renders Prometheus text (forwarder counters, and the cluster's with one) every `every`
     /// into [`Director::metrics`], for a status endpoint on another thread.
     pub fn with_metrics(mut self, every: Duration) -> Self {
@@ -307,7 +318,7 @@ impl Director {
             let events: Vec<HealthEvent> = rx.try_iter().collect();
             for ev in events {
                 let _ = self.fwd.set_real_state(ev.id, ev.state(), now);
-                eprintln!("health: {} is {:?}", ev.target, ev.status);
+                tracing::info!(target = %ev.target, status = ?ev.status, "health: real server changed state");
             }
         }
     }
@@ -355,11 +366,7 @@ impl Director {
             if let (Some(t), Some(every)) = (next_stats, self.cfg.print_stats)
                 && now >= t
             {
-                eprint!("{}", self.fwd.report().ipvsadm());
-                eprintln!("links: {:?}", self.link_stats());
-                if let Some(o) = self.offload_stats() {
-                    eprintln!("offload: {o:?}");
-                }
+                self.log_stats();
                 next_stats = Some(now + every);
             }
             if n > 0 && n < few && !coalesce.is_zero() {

@@ -190,7 +190,7 @@ impl ClusterDriver {
                             | Event::ResyncComplete { .. }
                             | Event::ResyncFailed { .. }
                     ) {
-                        eprintln!("cluster: {:.3} s: {ev:?}", now.as_nanos() as f64 / 1e9);
+                        tracing::info!(clock_s = now.as_nanos() as f64 / 1e9, event = ?ev, "cluster event");
                     }
                     if let Followup::Snapshot(req) = self.cluster.handle_event(fwd, now, ev) {
                         let records = self.cluster.snapshot(fwd, now);
@@ -207,7 +207,7 @@ impl ClusterDriver {
         }
         let held = self.cluster.held_addrs();
         if held != self.held {
-            eprintln!("cluster: {:.3} s: answering for {held:?}", now.as_nanos() as f64 / 1e9);
+            tracing::info!(clock_s = now.as_nanos() as f64 / 1e9, addresses = ?held, "cluster: answering for these addresses");
             self.held = held;
         }
         self.cluster.poll_announcements(fwd, now)
