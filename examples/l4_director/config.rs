@@ -288,3 +288,17 @@ pub(crate) struct StatsSection {
     /// How often the counters are rendered (default 200 ms).
     pub(crate) every_ms: Option<u64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    /// The file `--help` prints is a configuration this program accepts, with every section.
+    #[test]
+    fn the_example_configuration_parses() {
+        let cfg: Config = toml::from_str(include_str!("director.example.toml")).unwrap();
+        assert_eq!(cfg.port.len(), 2);
+        assert_eq!(cfg.service.len(), 1);
+        assert!(cfg.sync.is_some() && cfg.stats.is_some() && cfg.health.is_some());
+    }
+}

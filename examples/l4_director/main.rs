@@ -10,94 +10,8 @@
 //! CANDIDATE_CMD="LINK=batched target/release/examples/l4_director" shared/bench/l4-compare.sh
 //! ```
 //!
-//! Configuration file:
-//! ```toml
-//! [director]
-//! link = "batched"          # batched (recvmmsg/sendmmsg) | ring (TPACKET_V3 rx) | pnet
-//!                           # | xdp (AF_XDP: the IPv4 data path in an XDP socket, the rest
-//!                           #   via the kernel and a packet socket; the interface's own
-//!                           #   addresses stay with the kernel) | xdp-generic (the same in
-//!                           #   the kernel's generic XDP hook)
-//! batch = 64
-//! coalesce_us = 50          # after a pass with < batch/4 frames, sleep this long so frames
-//!                           # gather (interrupt moderation; 0: off). Harness: COALESCE_US
-//! stats_every_secs = 10     # print ipvsadm-style counters to stderr (0: never)
-//! strict_tcp = true
-//! expire_nodest_conn = false
-//! unknown_checksums = "detect"  # links that cannot tell (pnet, xdp): "detect" checks each
-//!                           # transport sum first; "assume-complete" trusts it (senders without
-//!                           # tx checksum offload, e.g. frames from the wire); the harness
-//!                           # contract promises complete sums, so its mode assumes them
-//! offload = false           # xdp links: established flows are forwarded by the XDP program
-//!                           # itself from a flow cache the director fills (needs complete
-//!                           # checksums: "assume-complete"; on veth use xdp-generic, a veth
-//!                           # peer without XDP cannot take redirects)
-//! offload_flows = 262144    # flows the cache holds (one per session and direction; the map
-//!                           # is allocated at start, ~120 B each); the rest use user space
-//! drop_transit = true       # pnet/batched/ring: drop the frames the director forwards at the
-//!                           # interface's TCX ingress, after the packet socket's copy, so the
-//!                           # kernel's IP stack does not handle them too (or, with forwarding
-//!                           # on, forward a second copy). Unset: on where the kernel can attach
-//!                           # it (TCX, Linux 6.6), a warning where not; true: required; false:
-//!                           # off. Harness: DROP_TRANSIT=1 / 0 (unset: the default)
-//! local_addresses = ["10.0.2.100"]   # FULLNAT pool
-//! sessions = 1048576        # session table capacity (half of it at most half-open)
-//! preallocate = false       # reserve it at start, huge pages advised (recommended in production)
-//!
-//! [[port]]                  # port 0, 1, ... in this order; addresses/MAC read from the system
-//! interface = "lb-c"
-//! [[port]]
-//! interface = "lb-s"
-//!
-//! [[neighbour]]             # optional static entries (otherwise resolved with ARP/ND)
-//! ip = "10.0.2.11"
-//! mac = "02:00:00:00:02:11"
-//!
-//! [[route]]                 # optional (connected routes come from the ports' addresses)
-//! prefix = "0.0.0.0/0"
-//! port = 0
-//! via = "10.0.1.254"
-//!
-//! [health]                  # optional: tcp | http probes of every real server
-//! kind = "http"
-//! path = "/"
-//! interval_ms = 1000
-//! timeout_ms = 500
-//! rise = 2
-//! fall = 3
-//!
-//! [[service]]
-//! proto = "tcp"             # tcp | udp
-//! vip = "10.0.0.100"
-//! port = 80                 # 0: all ports
-//! mode = "nat"              # nat | fullnat | dr
-//! scheduler = "mh"          # any slb-core scheduler name (default mh: Maglev, which every
-//!                           # director of a cluster computes alike; rr, swrr, wlc, sh, ...)
-//! hash = "flow"             # flow | source (what hashing schedulers hash)
-//! persistence_secs = 300    # optional, IPVS -p
-//! reals = ["10.0.2.11:80", "10.0.2.12:80"]
-//!
-//! [sync]                    # optional: a cluster of directors replicating sessions (slb-sync)
-//! node = 1                  # unique in the cluster, 1..
-//! cluster = 7
-//! secret = "..."            # or secret_file = "/etc/slb/cluster.key"
-//! interface = "10.0.1.1"    # address of the interface carrying sync (multicast 224.0.0.81:8848)
-//! # group = "224.0.0.81"; port = 8848; ifindex = 0 (IPv6 groups)
-//! # bind = "10.0.1.1:8848"; unicast = ["10.0.1.2:8848", "10.0.1.3:8848"]   # instead of multicast
-//! heartbeat_ms = 100        # peers are down after dead_after missed heartbeats
-//! dead_after = 3
-//! # threshold = 3; period = 50; resync = true; drain_ms = (liveness timeout + 300 ms)
-//! # known_capacity = N      # sync table presized for N sessions (default: director.sessions
-//!                           # with preallocate, else 0: grow on demand)
-//! [[sync.takeover]]         # FULLNAT: each director's local addresses, homed on it
-//! home = 1
-//! addresses = ["10.0.2.100"]
-//! [[sync.takeover]]         # NAT active-standby: floating addresses (no home: lowest live id)
-//! addresses = ["10.0.1.254", "10.0.2.254"]
-//!
-//! [stats]                   # optional: GET /metrics (Prometheus text), GET /ready
-//! listen = "127.0.0.1:9100"
-//! ```
+//! Configuration file: every section and key is in `director.example.toml` beside this file
+//! (also printed by `--help`).
 //!
 //! With `[sync]`, the director answers ARP for nothing until its startup resync is over, then
 //! announces what it holds; on SIGTERM it stops the sync engine (its peers take over its
@@ -131,7 +45,15 @@ use config::{Config, fmt_mac, from_harness_env, parse_mac};
 use slb::logging::LogFormat;
 
 #[derive(Parser, Debug)]
-#[command(about = "slb L4 director on real interfaces")]
+#[command(
+    about = "slb L4 director on real interfaces: NAT, FULLNAT + TOA, DR; session sync",
+    long_about = "slb L4 director on real interfaces: NAT, FULLNAT + TOA, DR, with optional \
+                  session sync between directors. Needs root (packet sockets) and runs in the \
+                  director's network namespace until SIGTERM or SIGINT. Without --config it \
+                  reads the comparison harness's environment (MODE, VIP, CLIENT_IF, SERVER_IF, \
+                  BACKENDS, UDP_PORTS, TCP_PORTS, CLIENT_NEXTHOP; LINK, OFFLOAD).",
+    after_long_help = concat!("Configuration file (--config):\n\n", include_str!("director.example.toml"))
+)]
 struct Args {
     /// TOML configuration (ignored when the l4-compare environment is set).
     #[arg(long)]
