@@ -1,7 +1,7 @@
 //! Log output for programs built on slb (feature `logging`): the example binaries use it, and an
 //! embedder's own `main` may too.
 //!
-//! Every slb crate logs through [`tracing`]. [`init`] installs a subscriber that writes to
+//! Every slb crate logs through `tracing`. [`init`] installs a subscriber that writes to
 //! standard error, filtered by the `RUST_LOG` environment variable (`info` when unset; for
 //! example `RUST_LOG=slb_l7=debug,info`), in one of two formats:
 //! - [`LogFormat::Text`]: one human-readable line per event, coloured only when standard error

@@ -1,4 +1,6 @@
-//! # slb-core: the model and policies of slb, without I/O
+#![doc = include_str!("../README.md")]
+//!
+//! ## Layout
 //!
 //! ```text
 //!   backend   Backend, BackendSet (immutable snapshot), BackendRuntime (survives snapshots)
@@ -13,25 +15,6 @@
 //! Nothing in this crate opens a socket or reads a clock: drivers in `slb-l4`, `slb-l7` and
 //! `slb-sync` do. Everything here is therefore deterministic given its inputs and seeds. Its
 //! only `unsafe` block is a prefetch hint (module `sys`), which reads and writes nothing.
-//!
-//! ```
-//! use std::net::SocketAddr;
-//! use slb_core::backend::{Backend, BackendId, SetOptions};
-//! use slb_core::sched::{Balancer, PickContext, SchedulerConfig, SchedulerKind};
-//!
-//! let backends = vec![
-//!     Backend::new(BackendId(1), "10.0.0.1:80".parse::<SocketAddr>().unwrap()).with_weight(5),
-//!     Backend::new(BackendId(2), "10.0.0.2:80".parse::<SocketAddr>().unwrap()),
-//! ];
-//! let pool = Balancer::new(
-//!     SchedulerConfig::new(SchedulerKind::SmoothWeighted),
-//!     SetOptions::default(),
-//!     backends,
-//! )
-//! .unwrap();
-//! let picked = pool.scheduler().pick(&PickContext::default()).unwrap().id();
-//! assert_eq!(picked, BackendId(1));
-//! ```
 #![deny(unsafe_code)]
 
 pub mod backend;

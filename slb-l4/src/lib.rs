@@ -1,4 +1,6 @@
-//! # slb-l4: an LVS-class packet dataplane
+#![doc = include_str!("../README.md")]
+//!
+//! ## Layout
 //!
 //! ```text
 //!   links (I/O)          pnet AF_PACKET | batched AF_PACKET | memory | smoltcp sim   [link, sim]
@@ -13,33 +15,6 @@
 //! [`fwd::Forwarder::process`] is a pure function of `now`, the frame and the forwarder's state:
 //! no sockets, no clock. Links and the driver are the only parts that do I/O (features `io`
 //! for real links, `sim` for smoltcp-simulated hosts, `lab` for the namespace toolkit).
-//!
-//! ```
-//! use slb_core::flow::Protocol;
-//! use slb_core::sched::{SchedulerConfig, SchedulerKind};
-//! use slb_core::time::Instant;
-//! use slb_l4::frame::FrameBuf;
-//! use slb_l4::fwd::{Forwarder, ForwarderConfig, Mode, PortConfig, ServiceConfig, Verdict};
-//!
-//! let mut fwd = Forwarder::new(ForwarderConfig::default());
-//! let client_side = fwd
-//!     .add_port(PortConfig::new([2, 0, 0, 0, 1, 1]).with_addr("10.0.1.1/24".parse().unwrap()))
-//!     .unwrap();
-//! fwd.add_port(PortConfig::new([2, 0, 0, 0, 2, 1]).with_addr("10.0.2.1/24".parse().unwrap()))
-//!     .unwrap();
-//! let svc = ServiceConfig::new(
-//!     Protocol::Tcp,
-//!     "10.0.0.100".parse().unwrap(),
-//!     80,
-//!     Mode::Nat,
-//!     SchedulerConfig::new(SchedulerKind::RoundRobin),
-//! )
-//! .with_real("10.0.2.11:80".parse().unwrap());
-//! fwd.add_service(svc).unwrap();
-//! // A frame that is not addressed to us is left to the host.
-//! let mut frame = FrameBuf::from_slice(&[0u8; 60]);
-//! assert_eq!(fwd.process(Instant::ZERO, &mut frame, client_side), Verdict::Host);
-//! ```
 #![deny(unsafe_code)]
 
 #[cfg(feature = "sync")]

@@ -1,4 +1,6 @@
-//! # slb-l7: an HTTP/HTTPS load balancer, embeddable
+#![doc = include_str!("../README.md")]
+//!
+//! ## Layout
 //!
 //! ```text
 //!   listener ── TLS (rustls, SNI, ALPN) ──┬── HTTP/1.1 (own parser: http::request, proxy::h1)
@@ -22,26 +24,6 @@
 //! certificates, then [`Proxy::start`] it on your tokio runtime, or [`Proxy::start_workers`] it on
 //! its own threads (one current-thread runtime per worker, SO_REUSEPORT listeners: the fastest
 //! way to run it standalone). [`ProxyHandle`] changes backends at runtime.
-//!
-//! ```
-//! use std::sync::Arc;
-//! use slb_l7::config::Config;
-//! use slb_l7::pool::BackendSpec;
-//! use slb_l7::Proxy;
-//!
-//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let cfg = Config::simple("127.0.0.1:0", "app", &["127.0.0.1:9"]);
-//! let running = Proxy::from_config(cfg).unwrap().start().await.unwrap();
-//! let pool = running.handle().pool("app").unwrap();
-//! // Runtime change: replace the backends; the ones that stay keep their state.
-//! pool.set_backends(vec![
-//!     BackendSpec::new("127.0.0.1:9".parse().unwrap()),
-//!     BackendSpec::new("127.0.0.1:10".parse().unwrap()).with_weight(3),
-//! ]);
-//! assert_eq!(pool.backends().len(), 2);
-//! running.shutdown().await;
-//! # });
-//! ```
 // Unsafe code only in `upgrade::sys` (taking ownership of descriptors received by SCM_RIGHTS).
 #![deny(unsafe_code)]
 
