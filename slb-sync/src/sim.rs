@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use slb_core::rng::SplitMix64;
 use slb_core::time::Instant;
 
 use crate::engine::{Destination, Engine, Event, SessionEvent};
@@ -148,30 +149,12 @@ struct InFlight {
     bytes: Vec<u8>,
 }
 
-/// SplitMix64: small, seeded, good enough for fault injection.
-#[derive(Clone, Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-}
-
 /// The simulated network and clock.
 #[derive(Debug)]
 pub struct Fabric<O = SimTable> {
     nodes: Vec<SimNode<O>>,
     now: Instant,
-    rng: Rng,
+    rng: SplitMix64,
     link: LinkModel,
     queue: BinaryHeap<Reverse<InFlight>>,
     order: u64,
@@ -187,7 +170,7 @@ impl<O: Owner> Fabric<O> {
         Fabric {
             nodes: Vec::new(),
             now: Instant::ZERO,
-            rng: Rng(seed),
+            rng: SplitMix64::new(seed),
             link,
             queue: BinaryHeap::new(),
             order: 0,
