@@ -6,9 +6,12 @@
 //! gateway addresses); and a director that restarts gets the table by resync before it takes
 //! traffic.
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use common::pattern;
 use slb_core::flow::Protocol;
 use slb_core::sched::{SchedulerConfig, SchedulerKind};
 use slb_core::time::Instant;
@@ -137,18 +140,6 @@ fn lab(mode: Mode, n: usize, seed: u64) -> Lab {
         }));
     }
     Lab { net, mode, n, servers: 2, client, listeners }
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// A client connection and the server socket that accepted it, with the bytes moved so far.
