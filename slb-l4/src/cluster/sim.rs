@@ -25,15 +25,13 @@ use slb_core::flow::{FlowKey, HashKey, Protocol};
 use slb_core::time::Instant;
 use slb_sync::sim::{Fabric, LinkModel, Owner};
 use slb_sync::{Engine, Event};
-use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, IpAddress,
-};
+use smoltcp::wire::IpAddress;
 
 use super::{Cluster, Followup};
 use crate::frame::FrameBuf;
 use crate::fwd::{Forwarder, Mac, PortId, Verdict};
 use crate::sim::{SimHost, smol_time};
+use crate::wire::arp::{ArpOperation, ArpRepr};
 use crate::wire::{self, Kind};
 
 /// The router's MAC on every segment.
@@ -251,12 +249,11 @@ impl ClusterNet {
             return;
         }
         let seg = self.hosts[from].segment;
-        if let Some((op, sha, spa, tpa)) = parse_arp(&f)
-            && op == ArpOperation::Request
-            && self.router_ips.get(seg) == Some(&IpAddr::V4(tpa))
+        if let Ok(a) = ArpRepr::parse(&f)
+            && a.op == ArpOperation::Request
+            && self.router_ips.get(seg) == Some(&IpAddr::V4(a.target_ip))
         {
-            let reply = arp_reply(ROUTER_MAC, tpa, sha, spa);
-            self.hosts[from].device.rx.push_back(reply);
+            self.hosts[from].device.rx.push_back(a.reply(ROUTER_MAC).to_frame());
             return;
         }
         let dst: Mac = f[0..6].try_into().unwrap_or([0; 6]);
@@ -340,13 +337,13 @@ impl ClusterNet {
         let Some(&seg) = self.fabric.node(d).owner.segments.get(usize::from(port.0)) else {
             return;
         };
-        if let Some((op, sha, spa, tpa)) = parse_arp(&f) {
+        if let Ok(a) = ArpRepr::parse(&f) {
             // What hosts learn from a director's ARP: its answers and its announcements.
-            if op == ArpOperation::Reply || (op == ArpOperation::Request && spa == tpa) {
-                if op == ArpOperation::Request {
+            if a.op == ArpOperation::Reply || (a.op == ArpOperation::Request && a.is_gratuitous()) {
+                if a.op == ArpOperation::Request {
                     self.stats.garps += 1;
                 }
-                self.arp[seg].insert(IpAddr::V4(spa), sha);
+                self.arp[seg].insert(IpAddr::V4(a.sender_ip), a.sender_mac);
             }
         }
         let dst: Mac = f[0..6].try_into().unwrap_or([0; 6]);
@@ -393,44 +390,4 @@ impl ClusterNet {
         f[0..6].copy_from_slice(&mac);
         self.deliver(0, f, None, None);
     }
-}
-
-/// (operation, sender MAC, sender address, target address) of an Ethernet/IPv4 ARP frame.
-fn parse_arp(f: &[u8]) -> Option<(ArpOperation, Mac, std::net::Ipv4Addr, std::net::Ipv4Addr)> {
-    let eth = EthernetFrame::new_checked(f).ok()?;
-    if eth.ethertype() != EthernetProtocol::Arp {
-        return None;
-    }
-    let p = ArpPacket::new_checked(eth.payload()).ok()?;
-    match ArpRepr::parse(&p).ok()? {
-        ArpRepr::EthernetIpv4 {
-            operation,
-            source_hardware_addr,
-            source_protocol_addr,
-            target_protocol_addr,
-            ..
-        } => Some((operation, source_hardware_addr.0, source_protocol_addr, target_protocol_addr)),
-        #[allow(unreachable_patterns)] // smoltcp's Repr is non-exhaustive
-        _ => None,
-    }
-}
-
-/// An ARP reply from `(mac, ip)` to `(to_mac, to_ip)`.
-fn arp_reply(mac: Mac, ip: std::net::Ipv4Addr, to_mac: Mac, to_ip: std::net::Ipv4Addr) -> Vec<u8> {
-    let repr = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Reply,
-        source_hardware_addr: EthernetAddress(mac),
-        source_protocol_addr: ip,
-        target_hardware_addr: EthernetAddress(to_mac),
-        target_protocol_addr: to_ip,
-    };
-    let mut f = vec![0u8; 14 + repr.buffer_len()];
-    EthernetRepr {
-        src_addr: EthernetAddress(mac),
-        dst_addr: EthernetAddress(to_mac),
-        ethertype: EthernetProtocol::Arp,
-    }
-    .emit(&mut EthernetFrame::new_unchecked(&mut f[..]));
-    repr.emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
-    f
 }
