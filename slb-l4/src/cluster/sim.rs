@@ -25,12 +25,11 @@ use slb_core::flow::{FlowKey, HashKey, Protocol};
 use slb_core::time::Instant;
 use slb_sync::sim::{Fabric, LinkModel, Owner};
 use slb_sync::{Engine, Event};
-use smoltcp::wire::IpAddress;
 
 use super::{Cluster, Followup};
 use crate::frame::FrameBuf;
 use crate::fwd::{Forwarder, Mac, PortId, Verdict};
-use crate::sim::{SimHost, smol_time};
+use crate::sim::SimHost;
 use crate::wire::arp::{ArpOperation, ArpRepr};
 use crate::wire::{self, Kind};
 
@@ -175,7 +174,7 @@ impl ClusterNet {
         let now = self.now;
         self.fabric.run_until(now);
         for h in &mut self.hosts {
-            h.iface.poll(smol_time(now), &mut h.device, &mut h.sockets);
+            h.poll(now);
         }
         let mut out = Vec::new();
         for (i, h) in self.hosts.iter_mut().enumerate() {
@@ -234,16 +233,6 @@ impl ClusterNet {
         cond(self)
     }
 
-    fn host_has(&self, h: usize, ip: IpAddr) -> bool {
-        let a = IpAddress::from(ip);
-        self.hosts[h].iface.ip_addrs().iter().any(|c| c.address() == a)
-    }
-
-    fn on_link(&self, h: usize, ip: IpAddr) -> bool {
-        let a = IpAddress::from(ip);
-        self.hosts[h].iface.ip_addrs().iter().any(|c| c.contains_addr(&a))
-    }
-
     fn sent_by_host(&mut self, from: usize, mut f: Vec<u8>) {
         if f.len() < 14 {
             return;
@@ -262,7 +251,8 @@ impl ClusterNet {
         }
         // The host's ARP cache, gratuitous ARP honoured (see the module docs).
         if let Ok(Kind::Ip(m)) = wire::parse(&f) {
-            let hop = if self.on_link(from, m.dst) { Some(m.dst) } else { self.gateways[from] };
+            let hop =
+                if self.hosts[from].on_link(m.dst) { Some(m.dst) } else { self.gateways[from] };
             if let Some(mac) = hop.and_then(|h| self.resolved(seg, h)) {
                 f[0..6].copy_from_slice(&mac);
             }
@@ -361,7 +351,7 @@ impl ClusterNet {
         };
         if seg != 0 {
             let Some(h) = (0..self.hosts.len())
-                .find(|&h| self.hosts[h].segment == 0 && self.host_has(h, m.dst))
+                .find(|&h| self.hosts[h].segment == 0 && self.hosts[h].has_addr(m.dst))
             else {
                 self.stats.unroutable += 1;
                 return;
