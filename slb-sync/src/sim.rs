@@ -336,13 +336,24 @@ impl<O: Owner> Fabric<O> {
         done(self)
     }
 
+    /// The earliest timer of a running node, and the node.
+    fn next_timer(&self) -> Option<(Instant, usize)> {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].up).map(|i| (self.wake[i], i)).min()
+    }
+
+    /// When the fabric next has something to do (a datagram arrives, a running engine's timer
+    /// fires); `None` when nothing is pending. A simulator that runs the fabric beside other
+    /// participants wakes it then with [`Fabric::run_until`].
+    pub fn poll_at(&self) -> Option<Instant> {
+        let packet = self.queue.peek().map(|Reverse(f)| f.at);
+        let timer = self.next_timer().map(|(t, _)| t);
+        packet.into_iter().chain(timer).filter(|&t| t < Instant::MAX).min()
+    }
+
     fn run_while(&mut self, deadline: Instant, mut go_on: impl FnMut(&Self) -> bool) {
         loop {
             let next_packet = self.queue.peek().map(|Reverse(f)| f.at);
-            let next_timer = (0..self.nodes.len())
-                .filter(|&i| self.nodes[i].up)
-                .map(|i| (self.wake[i], i))
-                .min();
+            let next_timer = self.next_timer();
             let t_packet = next_packet.unwrap_or(Instant::MAX);
             let t_timer = next_timer.map_or(Instant::MAX, |(t, _)| t);
             let t = t_packet.min(t_timer);

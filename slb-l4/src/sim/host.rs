@@ -175,6 +175,13 @@ impl SimHost {
         self.iface.poll(smol_time(now), &mut self.device, &mut self.sockets);
     }
 
+    /// When the interface next wants [`SimHost::poll`] (smoltcp's `poll_at`, at least "now"
+    /// when a socket has something to send); `None`: only a received frame wakes it.
+    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        let t = self.iface.poll_at(smol_time(now), &self.sockets)?;
+        Some(Instant::from_nanos(u64::try_from(t.total_micros()).unwrap_or(0).saturating_mul(1000)))
+    }
+
     /// True when `ip` is one of the host's addresses.
     pub fn has_addr(&self, ip: IpAddr) -> bool {
         let a = IpAddress::from(ip);

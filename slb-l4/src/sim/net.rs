@@ -1,160 +1,87 @@
-//! [`SimNet`]: simulated hosts around one forwarder, on simulated Ethernet segments.
+//! [`Net`]: the one simulated network of the L4 simulators, an [`Ether`] (the clock, the hosts,
+//! the frames in flight) and the devices on it, stepped from wakeup to wakeup.
 //!
-//! ```text
-//!   segment 0: clients ... ----- port 0 of the forwarder
-//!   segment 1: servers ... ----- port 1 of the forwarder     (one segment for one-armed DR)
-//! ```
-//! Each [`SimNet::step`] polls every host, delivers every frame (a switch that knows every MAC;
-//! broadcast and multicast go to all), runs the forwarder on frames addressed to it, and
-//! advances the clock. Frames the forwarder emits are kept in [`SimNet::emitted`] for checks.
+//! A simulator is a `Net` of its devices: [`crate::sim::SimNet`] is `Net<SimForwarder>` (one
+//! forwarder), [`crate::cluster::sim::ClusterNet`] is `Net<SimCluster>` (directors, a router, a
+//! sync fabric). The devices' state is reached through the net (`net.fwd`, `net.fabric`): `Net`
+//! dereferences to its devices, so tests read a simulator as one value.
 
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use slb_core::time::Instant;
 
-use super::SimHost;
-use crate::frame::FrameBuf;
-use crate::fwd::{Forwarder, Mac, PortId, Verdict};
+use super::{Devices, Ether, SimHost};
 
-/// A frame the forwarder emitted, with its verdict.
-#[derive(Clone, Debug)]
-pub struct Emitted {
-    /// When.
-    pub at: Instant,
-    /// The verdict.
-    pub verdict: Verdict,
-    /// The frame as sent.
-    pub frame: Vec<u8>,
-}
-
-/// Hosts, segments and a forwarder, in simulated time.
+/// Hosts and devices on simulated Ethernet segments, in simulated time.
 #[derive(Debug)]
-pub struct SimNet {
-    /// Simulated time.
-    pub now: Instant,
-    /// Time added per step.
-    pub tick: Duration,
-    /// The forwarder.
-    pub fwd: Forwarder,
-    /// The hosts.
-    pub hosts: Vec<SimHost>,
-    /// Which forwarder port sits on each segment (index = segment).
-    pub ports: Vec<PortId>,
-    /// Frames the forwarder emitted (kept while `record` is on).
-    pub emitted: Vec<Emitted>,
-    /// Keep emitted frames.
-    pub record: bool,
-    /// Frames received by the forwarder.
-    pub to_fwd: u64,
-    /// Frames given to the forwarder, with their port (kept while `record` is on).
-    pub inputs: Vec<(PortId, Vec<u8>)>,
-    /// Drop every n-th frame the forwarder emits (0: none), to exercise retransmission.
-    pub drop_every: u64,
-    emitted_count: u64,
+pub struct Net<D> {
+    ether: Ether,
+    devices: D,
 }
 
-impl SimNet {
-    /// A network around `fwd`, with forwarder port `ports[i]` on segment `i`.
-    pub fn new(fwd: Forwarder, ports: Vec<PortId>) -> Self {
-        SimNet {
-            now: Instant::ZERO,
-            tick: Duration::from_micros(200),
-            fwd,
-            hosts: Vec::new(),
-            ports,
-            emitted: Vec::new(),
-            record: true,
-            to_fwd: 0,
-            inputs: Vec::new(),
-            drop_every: 0,
-            emitted_count: 0,
-        }
+impl<D: Devices> Net<D> {
+    /// A network at time zero with `devices` and no hosts (frames take 100 us a hop).
+    pub fn with_devices(devices: D) -> Self {
+        Net { ether: Ether::default(), devices }
     }
 
-    /// Adds a host; returns its index.
-    pub fn add(&mut self, host: SimHost) -> usize {
-        self.hosts.push(host);
-        self.hosts.len() - 1
+    /// The devices, the network dropped.
+    pub fn into_devices(self) -> D {
+        self.devices
+    }
+
+    /// Simulated time.
+    pub fn now(&self) -> Instant {
+        self.ether.now()
+    }
+
+    /// The ether: latency, counters, the hosts.
+    pub fn ether(&mut self) -> &mut Ether {
+        &mut self.ether
     }
 
     /// The host at `i`.
     pub fn host(&mut self, i: usize) -> &mut SimHost {
-        &mut self.hosts[i]
+        self.ether.host(i)
     }
 
-    fn deliver(&mut self, segment: usize, frame: Vec<u8>, from_fwd: bool) {
-        let dst: Mac = frame[0..6].try_into().unwrap_or([0; 6]);
-        let group = dst[0] & 1 == 1;
-        for h in self.hosts.iter_mut().filter(|h| h.segment == segment) {
-            if (group || h.mac == dst) && h.mac != frame[6..12] {
-                h.device.rx.push_back(frame.clone());
-            }
-        }
-        if from_fwd {
-            return;
-        }
-        let Some(&port) = self.ports.get(segment) else { return };
-        if !group && self.fwd.port_mac(port) != Some(dst) {
-            return;
-        }
-        self.to_fwd += 1;
-        if self.record {
-            self.inputs.push((port, frame.clone()));
-        }
-        let mut buf = FrameBuf::from_slice(&frame);
-        let v = self.fwd.process(self.now, &mut buf, port);
-        if let Verdict::Forward(p) | Verdict::Reply(p) | Verdict::Solicit(p) = v {
-            self.emit(v, p, buf.as_slice().to_vec());
-        }
-        while let Some(p) = self.fwd.poll_transmit(&mut buf) {
-            self.emit(Verdict::Forward(p), p, buf.as_slice().to_vec());
-        }
+    /// Every host.
+    pub fn hosts(&self) -> &[SimHost] {
+        self.ether.hosts()
     }
 
-    fn emit(&mut self, verdict: Verdict, out: PortId, frame: Vec<u8>) {
-        self.emitted_count += 1;
-        if self.record {
-            self.emitted.push(Emitted { at: self.now, verdict, frame: frame.clone() });
-        }
-        if self.drop_every > 0 && self.emitted_count % self.drop_every == 0 {
-            return;
-        }
-        if let Some(seg) = self.ports.iter().position(|&p| p == out) {
-            self.deliver(seg, frame, true);
-        }
+    /// Runs the next wakeup (see [`Ether::step`]), unless nothing is due before `end`; false
+    /// then (the clock is at `end`).
+    pub fn step(&mut self, end: Instant) -> bool {
+        self.ether.step(&mut self.devices, end)
     }
 
-    /// Polls every host, delivers every frame, advances time by one tick.
-    pub fn step(&mut self) {
-        let now = self.now;
-        for h in &mut self.hosts {
-            h.poll(now);
-        }
-        let mut out = Vec::new();
-        for h in &mut self.hosts {
-            while let Some(f) = h.device.tx.pop_front() {
-                out.push((h.segment, f));
-            }
-        }
-        for (seg, f) in out {
-            self.deliver(seg, f, false);
-        }
-        self.now += self.tick;
-    }
-
-    /// Steps until `cond` holds or `limit` of simulated time passes; true if it held.
-    pub fn run_until(
-        &mut self,
-        limit: Duration,
-        mut cond: impl FnMut(&mut SimNet) -> bool,
-    ) -> bool {
-        let end = self.now + limit;
-        while self.now < end {
+    /// Steps until `cond` holds (checked before every step) or `limit` of simulated time
+    /// passes; true if it held.
+    pub fn run_until(&mut self, limit: Duration, mut cond: impl FnMut(&mut Self) -> bool) -> bool {
+        let end = self.now() + limit;
+        loop {
             if cond(self) {
                 return true;
             }
-            self.step();
+            if !self.step(end) {
+                return cond(self);
+            }
         }
-        cond(self)
+    }
+}
+
+impl<D> Deref for Net<D> {
+    type Target = D;
+
+    fn deref(&self) -> &D {
+        &self.devices
+    }
+}
+
+impl<D> DerefMut for Net<D> {
+    fn deref_mut(&mut self) -> &mut D {
+        &mut self.devices
     }
 }
