@@ -12,6 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use slb::core::rng::SplitMix64;
 use slb::core::session::TableConfig;
 use slb::core::time::Instant;
 use slb::l4::craft::{self, CLIENT_MAC, PORT0_MAC, PORT1_MAC, REAL_MACS, flags};
@@ -24,15 +25,6 @@ const BATCH: usize = 1024;
 /// Client `i`: 11.x.y.z:port, spread over addresses and ports.
 fn client(i: usize) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::from(0x0b00_0000 + (i as u32 >> 4)), 10_000 + (i % 16) as u16))
-}
-
-fn shuffle(v: &mut [u32], mut seed: u64) {
-    for i in (1..v.len()).rev() {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        v.swap(i, (seed % (i as u64 + 1)) as usize);
-    }
 }
 
 /// A forwarder holding 1 M sessions of `mode`/`tcp`, and the 60-byte frames to run through it,
@@ -71,7 +63,7 @@ fn setup(mode: Mode, tcp: bool, outbound: bool) -> (Forwarder, Vec<[u8; 60]>) {
     }
     assert_eq!(fwd.sessions().len(), SESSIONS);
     let mut order: Vec<u32> = (0..SESSIONS as u32).collect();
-    shuffle(&mut order, 0x5eed);
+    SplitMix64::new(0x5eed).shuffle(&mut order);
     let views: Vec<_> = if outbound {
         let mut by_client = std::collections::HashMap::new();
         for v in fwd.session_views() {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use slb::core::backend::BackendId;
 use slb::core::flow::{FlowKey, Protocol};
+use slb::core::rng::SplitMix64;
 use slb::core::session::{ConnState, Prepared, Session, SessionTable, TableConfig};
 use slb::core::time::Instant;
 
@@ -67,13 +68,7 @@ fn filled<X: Default>(now: Instant) -> SessionTable<X> {
 /// A fixed pseudo-random permutation of 0..N (lookups in random order defeat the caches).
 fn shuffled() -> Vec<u32> {
     let mut v: Vec<u32> = (0..N).collect();
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    for i in (1..v.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.swap(i, (x % (i as u64 + 1)) as usize);
-    }
+    SplitMix64::new(0x2545_f491_4f6c_dd1d).shuffle(&mut v);
     v
 }
 
@@ -289,13 +284,7 @@ fn session(c: &mut Criterion) {
 fn memory(c: &mut Criterion) {
     let n = (128usize << 20) / 8;
     let mut perm: Vec<usize> = (0..n).collect();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for i in (1..n).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        perm.swap(i, (x % (i as u64 + 1)) as usize);
-    }
+    SplitMix64::new(0x9e37_79b9_7f4a_7c15).shuffle(&mut perm);
     let mut next = vec![0usize; n];
     if std::env::var_os("SLB_BENCH_NO_HUGEPAGES").is_none() {
         slb_l4::link::advise_huge_pages(&[(next.as_ptr().cast(), n * 8)]);

@@ -2,16 +2,18 @@
 //!
 //! A client connects to the VIP and sends a 16-byte hello: `b"SLBS"`, a connection id (u32 BE)
 //! and a seed (u64 BE). The server answers with an endless byte stream that is a pure function
-//! of the seed (a splitmix64 keystream), paced at a fixed rate, and also echoes a 1-byte tick the
-//! client sends every 100 ms (so the director keeps seeing client packets). The client checks
-//! every byte, so "survived" means no byte was lost, duplicated or corrupted, and it records the
-//! longest gap between two bytes arriving (the stall a failover causes).
+//! of the seed (a keystream: SplitMix64's output function on a block counter), paced at a fixed
+//! rate, and also echoes a 1-byte tick the client sends every 100 ms (so the director keeps
+//! seeing client packets). The client checks every byte, so "survived" means no byte was lost,
+//! duplicated or corrupted, and it records the longest gap between two bytes arriving (the
+//! stall a failover causes).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use slb::core::rng::{GAMMA, mix64};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -34,10 +36,7 @@ impl Keystream {
     }
 
     fn refill(&mut self) {
-        let mut z = self.seed ^ self.block.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        self.buf = (z ^ (z >> 31)).to_le_bytes();
+        self.buf = mix64(self.seed ^ self.block.wrapping_mul(GAMMA)).to_le_bytes();
         self.block += 1;
     }
 

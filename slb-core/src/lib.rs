@@ -8,6 +8,7 @@
 //!   sched     Scheduler trait + 15 schedulers (rr ... maglev, ketama); Balancer swaps them
 //!   session   SessionTable (+ concurrent), IPVS states and timeouts, persistence templates
 //!   health    HealthTracker, outlier detection, the HealthProbe trait
+//!   rng       SplitMix64 (plain and atomic): the one seeded generator of every slb crate
 //!   testing   (feature) session-table operation language + model, for tests and fuzzing
 //!   time      Instant: time is an argument, never read from a clock here
 //! ```
@@ -20,6 +21,7 @@
 pub mod backend;
 pub mod flow;
 pub mod health;
+pub mod rng;
 pub mod sched;
 pub mod session;
 mod sys;

@@ -6,10 +6,11 @@ mod common;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use common::{TestRng, backends, config, set, set_of};
+use common::{backends, config, set, set_of};
 use proptest::prelude::*;
 use slb_core::backend::{Backend, BackendId};
 use slb_core::flow::{FlowKey, HashKey, Protocol};
+use slb_core::rng::SplitMix64;
 use slb_core::sched::{
     Ketama, LoadSource, Maglev, PickContext, Scheduler, SchedulerConfig, SchedulerKind,
 };
@@ -74,7 +75,7 @@ fn ketama_removal_moves_only_the_removed_backends_keys() {
         let mut fewer = backends(&w);
         let gone = fewer.remove(victim.index(w.len())).id;
         let after = Ketama::new(set_of(fewer), HashKey::default());
-        let mut rng = TestRng(seed);
+        let mut rng = SplitMix64::new(seed);
         let mut moved = 0;
         for _ in 0..20_000 {
             let h = Ketama::key_hash(&rng.next_u64().to_le_bytes());
@@ -99,7 +100,7 @@ fn ketama_addition_moves_keys_only_to_the_new_backend() {
         let new_id = newcomer.id;
         more.push(newcomer);
         let after = Ketama::new(set_of(more), HashKey::default());
-        let mut rng = TestRng(seed);
+        let mut rng = SplitMix64::new(seed);
         for _ in 0..20_000 {
             let h = Ketama::key_hash(&rng.next_u64().to_le_bytes());
             let (b, a) = (ketama_pick(&before, h), ketama_pick(&after, h));
@@ -135,16 +136,13 @@ fn independently_built_schedulers_agree_on_every_key() {
         // has its own registry and its own scheduler built from the same cluster hash key.
         let a_list = backends(&w);
         let mut b_list = a_list.clone();
-        let mut shuffle = TestRng(order);
-        for i in (1..b_list.len()).rev() {
-            b_list.swap(i, (shuffle.next_u64() % (i as u64 + 1)) as usize);
-        }
+        SplitMix64::new(order).shuffle(&mut b_list);
         let key = HashKey::new(seed, !seed);
         let load = LoadById(a_list.iter().zip(&loads).map(|(b, &l)| (b.id, l)).collect());
         for kind in kinds {
             let cfg = SchedulerConfig { kind, seed: 1, hash_key: key };
             let (sa, sb) = (cfg.build(set_of(a_list.clone())), cfg.build(set_of(b_list.clone())));
-            let mut rng = TestRng(seed);
+            let mut rng = SplitMix64::new(seed);
             for _ in 0..2_000 {
                 let r = rng.next_u64();
                 let flow = FlowKey::v4(

@@ -6,9 +6,10 @@ mod common;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use common::{TestRng, backends, config, set_of};
+use common::{Exp, backends, config, set_of};
 use proptest::prelude::*;
 use slb_core::backend::{Backend, BackendSet, BackendState, RuntimeRegistry, SetOptions};
+use slb_core::rng::SplitMix64;
 use slb_core::sched::{LoadSource, PickContext, Scheduler, SchedulerConfig, SchedulerKind};
 
 struct Loads(Vec<u64>);
@@ -73,7 +74,7 @@ fn simulate(
     let set = set_of(backends(weights));
     let s: Box<dyn Scheduler> =
         SchedulerConfig { seed, ..SchedulerConfig::new(kind) }.build(set.clone());
-    let mut rng = TestRng(seed ^ 0xa5a5);
+    let mut rng = SplitMix64::new(seed ^ 0xa5a5);
     let rate: Vec<f64> = weights.iter().map(|&w| f64::from(w)).collect();
     let lambda = rho * rate.iter().sum::<f64>();
     let ns = |t: f64| (t * 1e9) as u64;

@@ -12,10 +12,11 @@ mod common;
 
 use std::net::Ipv4Addr;
 
-use common::{TestRng, config, set, shares, weight_shares};
+use common::{config, set, shares, weight_shares};
 use proptest::prelude::*;
 use slb_core::backend::{Backend, BackendSet};
 use slb_core::flow::{FlowKey, Protocol};
+use slb_core::rng::SplitMix64;
 use slb_core::sched::{LoadSource, PickContext, SchedulerConfig, SchedulerKind};
 
 fn weights() -> impl Strategy<Value = Vec<u32>> {
@@ -101,7 +102,7 @@ fn hashing_schedulers_shares_match_weights() {
             SchedulerKind::Maglev { table_size: 65537 },
         ] {
             let s = SchedulerConfig::new(kind).build(set.clone());
-            let mut rng = TestRng(seed);
+            let mut rng = SplitMix64::new(seed);
             let picks = (0..100_000).map(|_| {
                 let r = rng.next_u64();
                 let addr = Ipv4Addr::from(r as u32);

@@ -69,7 +69,7 @@ fn sim(mode: Mode) -> Vec<(PortId, Vec<u8>)> {
     net.host(s).tcp(ls).close();
     let _ = us;
     net.run_until(limit, |n| n.host(c).tcp(cs).state() == State::TimeWait);
-    net.inputs
+    net.into_devices().inputs
 }
 
 fn main() -> std::io::Result<()> {

@@ -144,11 +144,10 @@ pub fn icmp_error(
     ip_frame(src_mac, dst_mac, from, to, p, 64, &msg)
 }
 
-/// An ARP request from `(mac, ip)` for `target`.
+/// An ARP request from `(mac, ip)` for `target` (the frame the forwarder sends to resolve a
+/// next hop).
 pub fn arp_request(mac: Mac, ip: std::net::Ipv4Addr, target: std::net::Ipv4Addr) -> Vec<u8> {
-    let mut b = crate::frame::FrameBuf::default();
-    crate::fwd::write_arp_request(&mut b, mac, ip, target);
-    b.as_slice().to_vec()
+    crate::wire::arp::ArpRepr::request(mac, ip, target).to_frame()
 }
 
 /// The IP checksum (IPv4) and transport checksum of `frame` are valid; false with a reason

@@ -154,6 +154,18 @@ impl FrameBuf {
         self.len = self.len.min(len);
     }
 
+    /// Replaces the frame by a new one of `len` zero bytes that `write` fills (a frame emitted
+    /// from a `Repr`); metadata is reset. False (and an empty frame) if `len` exceeds the
+    /// capacity.
+    pub fn build(&mut self, len: usize, write: impl FnOnce(&mut [u8])) -> bool {
+        self.reset();
+        if !self.resize(len) {
+            return false;
+        }
+        write(self.as_mut_slice());
+        true
+    }
+
     /// Sets the frame length to `len`, from the current start, zero-filling new bytes; false
     /// (and no change) if the buffer is too small.
     pub fn resize(&mut self, len: usize) -> bool {

@@ -9,7 +9,7 @@
 //!       | process(now, &mut frame, port) -> Verdict
 //!   Forwarder (pure)     ARP/ND, sessions (slb-core), schedulers, NAT / FULLNAT+TOA / DR  [fwd]
 //!       | zero-copy views, checksums, TCP options
-//!   wire (pure)          smoltcp::wire views + RFC 1624 updates + TOA               [wire]
+//!   wire (pure)          smoltcp::wire views, ARP / ND reprs, RFC 1624 updates, TOA [wire]
 //! ```
 //!
 //! [`fwd::Forwarder::process`] is a pure function of `now`, the frame and the forwarder's state:

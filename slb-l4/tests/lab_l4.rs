@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use slb_core::flow::Protocol;
 use slb_core::health::{HealthConfig, HealthStatus};
+use slb_core::rng::SplitMix64;
 use slb_core::sched::{SchedulerConfig, SchedulerKind};
 use slb_core::time::Clock;
 use slb_l4::driver::{BoxLink, Director, DriverConfig, interface_info};
@@ -106,15 +107,7 @@ fn work_dir(tag: &str) -> PathBuf {
 }
 
 fn big_file(dir: &Path) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let data: Vec<u8> = (0..BIG)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = SplitMix64::new(0x9e37_79b9_7f4a_7c15).bytes(BIG);
     std::fs::write(dir.join("big"), &data).unwrap();
     data
 }

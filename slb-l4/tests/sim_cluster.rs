@@ -6,9 +6,12 @@
 //! gateway addresses); and a director that restarts gets the table by resync before it takes
 //! traffic.
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use common::pattern;
 use slb_core::flow::Protocol;
 use slb_core::sched::{SchedulerConfig, SchedulerKind};
 use slb_core::time::Instant;
@@ -91,7 +94,7 @@ struct Lab {
 fn lab(mode: Mode, n: usize, seed: u64) -> Lab {
     let mut net = ClusterNet::new(seed, LinkModel::default(), vec![ip("10.0.1.1"), ip("10.0.2.1")]);
     for i in 0..n {
-        let e = engine(i, 1, net.now);
+        let e = engine(i, 1, net.now());
         net.add_director(e, director(mode, i, n, 2));
     }
     let client = net.add_host(
@@ -137,18 +140,6 @@ fn lab(mode: Mode, n: usize, seed: u64) -> Lab {
         }));
     }
     Lab { net, mode, n, servers: 2, client, listeners }
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// A client connection and the server socket that accepted it, with the bytes moved so far.
@@ -333,7 +324,7 @@ fn a_restarted_director_gets_the_table_before_it_takes_traffic() {
         lab.net.run_until(LIMIT, |n| n.director(0).cluster.held_addrs().contains(&local_ip(2))),
         "node 1 takes node 3's local address while it is down"
     );
-    let e = engine(2, 2, lab.net.now);
+    let e = engine(2, 2, lab.net.now());
     let d = director(Mode::FullNat, 2, 3, 2);
     assert_eq!(d.fwd.sessions().len(), 0);
     lab.net.restart(2, e, d);

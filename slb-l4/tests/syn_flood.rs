@@ -38,6 +38,7 @@ fn established_connections_survive_a_syn_flood() {
         }));
         // The flood: 5000 SYNs from spoofed sources, straight into the forwarder.
         let mut verdicts = [0usize; 3];
+        let now = net.now();
         for i in 0..5000u32 {
             let src =
                 SocketAddr::from((Ipv4Addr::from(0x0b00_0000 + i), 1024 + (i % 60000) as u16));
@@ -52,7 +53,7 @@ fn established_connections_survive_a_syn_flood() {
                 b"",
             );
             let mut b = FrameBuf::from_slice(&f);
-            match net.fwd.process(net.now, &mut b, slb_l4::fwd::PortId(0)) {
+            match net.fwd.process(now, &mut b, slb_l4::fwd::PortId(0)) {
                 Verdict::Forward(_) => verdicts[0] += 1,
                 Verdict::Drop(DropReason::TableFull) => verdicts[1] += 1,
                 _ => verdicts[2] += 1,

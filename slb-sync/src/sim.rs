@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use slb_core::rng::SplitMix64;
 use slb_core::time::Instant;
 
 use crate::engine::{Destination, Engine, Event, SessionEvent};
@@ -148,30 +149,12 @@ struct InFlight {
     bytes: Vec<u8>,
 }
 
-/// SplitMix64: small, seeded, good enough for fault injection.
-#[derive(Clone, Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-}
-
 /// The simulated network and clock.
 #[derive(Debug)]
 pub struct Fabric<O = SimTable> {
     nodes: Vec<SimNode<O>>,
     now: Instant,
-    rng: Rng,
+    rng: SplitMix64,
     link: LinkModel,
     queue: BinaryHeap<Reverse<InFlight>>,
     order: u64,
@@ -187,7 +170,7 @@ impl<O: Owner> Fabric<O> {
         Fabric {
             nodes: Vec::new(),
             now: Instant::ZERO,
-            rng: Rng(seed),
+            rng: SplitMix64::new(seed),
             link,
             queue: BinaryHeap::new(),
             order: 0,
@@ -353,13 +336,24 @@ impl<O: Owner> Fabric<O> {
         done(self)
     }
 
+    /// The earliest timer of a running node, and the node.
+    fn next_timer(&self) -> Option<(Instant, usize)> {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].up).map(|i| (self.wake[i], i)).min()
+    }
+
+    /// When the fabric next has something to do (a datagram arrives, a running engine's timer
+    /// fires); `None` when nothing is pending. A simulator that runs the fabric beside other
+    /// participants wakes it then with [`Fabric::run_until`].
+    pub fn poll_at(&self) -> Option<Instant> {
+        let packet = self.queue.peek().map(|Reverse(f)| f.at);
+        let timer = self.next_timer().map(|(t, _)| t);
+        packet.into_iter().chain(timer).filter(|&t| t < Instant::MAX).min()
+    }
+
     fn run_while(&mut self, deadline: Instant, mut go_on: impl FnMut(&Self) -> bool) {
         loop {
             let next_packet = self.queue.peek().map(|Reverse(f)| f.at);
-            let next_timer = (0..self.nodes.len())
-                .filter(|&i| self.nodes[i].up)
-                .map(|i| (self.wake[i], i))
-                .min();
+            let next_timer = self.next_timer();
             let t_packet = next_packet.unwrap_or(Instant::MAX);
             let t_timer = next_timer.map_or(Instant::MAX, |(t, _)| t);
             let t = t_packet.min(t_timer);

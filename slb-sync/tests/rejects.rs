@@ -6,6 +6,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
+use slb_core::rng::SplitMix64;
 use slb_core::time::Instant;
 use slb_sync::wire::{ClusterKey, Datagram, HEADER_LEN, HeaderRepr, MessageType, TAG_LEN};
 use slb_sync::{Config, Engine, Event, NodeId, Stats};
@@ -170,16 +171,9 @@ fn authenticated_but_malformed_bodies_are_counted() {
         (1, vec![("bad_entries", 1)])
     );
     // Random bytes of every length up to 300 never panic and are all counted somewhere.
-    let mut x = 0x1234_5678_9abc_def0u64;
+    let mut rng = SplitMix64::new(0x1234_5678_9abc_def0);
     for len in 0..300 {
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let bytes = rng.bytes(len);
         let before = b.stats().rx_datagrams;
         b.handle_datagram(Instant::ZERO, from(), &bytes);
         assert_eq!(b.stats().rx_datagrams, before + 1);

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::rng::{GAMMA, SplitMix64};
 use crate::time::Instant;
 
 /// Health check parameters. Defaults are Tengine's `check` directive: interval 30 s, rise 2,
@@ -87,7 +88,7 @@ pub struct HealthTracker {
     /// Consecutive results pointing away from `status`.
     streak: u32,
     next: Instant,
-    rng: u64,
+    rng: SplitMix64,
     checks: u64,
     failures: u64,
     last_failure: Option<Instant>,
@@ -102,7 +103,7 @@ impl HealthTracker {
             status: config.initial,
             streak: 0,
             next: now,
-            rng: seed ^ 0x9e37_79b9_7f4a_7c15,
+            rng: SplitMix64::new(seed ^ GAMMA),
             checks: 0,
             failures: 0,
             last_failure: None,
@@ -180,19 +181,13 @@ impl HealthTracker {
         self.streak = 0;
     }
 
-    /// `base` spread by ±jitter, from the tracker's seeded generator (splitmix64).
+    /// `base` spread by ±jitter, from the tracker's seeded generator.
     fn jittered(&mut self, base: Duration) -> Duration {
         let j = self.config.jitter.clamp(0.0, 0.5);
         if j == 0.0 {
             return base;
         }
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        let unit = (z >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
-        base.mul_f64(1.0 - j + 2.0 * j * unit)
+        base.mul_f64(1.0 - j + 2.0 * j * self.rng.next_f64())
     }
 }
 

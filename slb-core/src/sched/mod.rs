@@ -56,7 +56,6 @@ mod least_conn;
 mod maglev;
 mod p2c;
 mod random;
-mod rng;
 mod rr;
 mod swrr;
 mod vnswrr;

@@ -1,9 +1,9 @@
 //! Power of two choices, least request (Envoy `LEAST_REQUEST`; IPVS `twos`).
 
 use super::random::WeightedSampler;
-use super::rng::AtomicRng;
 use super::{PickContext, PickError, Picked, Scheduler, picked};
 use crate::backend::BackendSet;
+use crate::rng::AtomicSplitMix64;
 
 /// Power of two choices, weight-aware: draw two candidates at random in proportion to their
 /// weights, and take the one with the lower `load / weight` (the first candidate on ties).
@@ -22,13 +22,13 @@ use crate::backend::BackendSet;
 pub struct LeastRequest {
     set: BackendSet,
     sampler: WeightedSampler,
-    rng: AtomicRng,
+    rng: AtomicSplitMix64,
 }
 
 impl LeastRequest {
     /// A P2C scheduler over `set`, its random sequence fixed by `seed`.
     pub fn new(set: BackendSet, seed: u64) -> Self {
-        LeastRequest { sampler: WeightedSampler::new(&set), set, rng: AtomicRng::new(seed) }
+        LeastRequest { sampler: WeightedSampler::new(&set), set, rng: AtomicSplitMix64::new(seed) }
     }
 }
 

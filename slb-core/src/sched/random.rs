@@ -1,8 +1,8 @@
 //! Weighted random choice in O(1) (Vose's alias method), and the sampler P2C shares.
 
-use super::rng::{AtomicRng, below};
 use super::{PickContext, PickError, Picked, Scheduler, picked};
 use crate::backend::BackendSet;
+use crate::rng::{AtomicSplitMix64, below};
 use crate::time::Instant;
 
 /// One column of an alias table: keep `own` when the coin is below `keep`, else take `alias`.
@@ -114,7 +114,12 @@ impl WeightedSampler {
     }
 
     /// A sample proportional to effective weights at `now`.
-    pub(crate) fn sample_slow(&self, set: &BackendSet, rng: &AtomicRng, now: Instant) -> usize {
+    pub(crate) fn sample_slow(
+        &self,
+        set: &BackendSet,
+        rng: &AtomicSplitMix64,
+        now: Instant,
+    ) -> usize {
         let mut i = 0;
         for _ in 0..32 {
             let (r, coin) = rng.next_pair();
@@ -129,7 +134,7 @@ impl WeightedSampler {
     }
 
     #[inline]
-    pub(crate) fn sample(&self, set: &BackendSet, rng: &AtomicRng, now: Instant) -> usize {
+    pub(crate) fn sample(&self, set: &BackendSet, rng: &AtomicSplitMix64, now: Instant) -> usize {
         if self.slow_start {
             self.sample_slow(set, rng, now)
         } else {
@@ -146,13 +151,17 @@ impl WeightedSampler {
 pub struct WeightedRandom {
     set: BackendSet,
     sampler: WeightedSampler,
-    rng: AtomicRng,
+    rng: AtomicSplitMix64,
 }
 
 impl WeightedRandom {
     /// A weighted random scheduler over `set`, its random sequence fixed by `seed`.
     pub fn new(set: BackendSet, seed: u64) -> Self {
-        WeightedRandom { sampler: WeightedSampler::new(&set), set, rng: AtomicRng::new(seed) }
+        WeightedRandom {
+            sampler: WeightedSampler::new(&set),
+            set,
+            rng: AtomicSplitMix64::new(seed),
+        }
     }
 }
 

@@ -2,9 +2,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::rng::mix64;
 use super::{PickContext, PickError, Picked, Scheduler, picked};
 use crate::backend::BackendSet;
+use crate::rng::mix64;
 
 /// Tengine's virtual-node smooth weighted round robin: nginx's smooth sequence, precomputed.
 ///

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use proptest::test_runner::{Config, RngSeed};
 use slb_core::backend::{Backend, BackendId, BackendSet, RuntimeRegistry, SetOptions};
+use slb_core::rng::SplitMix64;
 
 /// The seed every property test starts from; `SLB_PROPTEST_SEED=<u64>` replays another.
 pub const DEFAULT_SEED: u64 = 0x5eed_51b0;
@@ -41,27 +42,15 @@ pub fn set(weights: &[u32]) -> BackendSet {
     set_of(backends(weights))
 }
 
-/// SplitMix64 for test-side randomness (keys, arrivals), seeded.
-#[derive(Clone, Debug)]
-pub struct TestRng(pub u64);
+/// Exponentially distributed waits (queue arrivals, service times) from the seeded generator.
+pub trait Exp {
+    /// A wait with the given rate.
+    fn exp(&mut self, rate: f64) -> f64;
+}
 
-impl TestRng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Exponentially distributed with the given rate.
-    pub fn exp(&mut self, rate: f64) -> f64 {
-        -(1.0 - self.unit()).ln() / rate
+impl Exp for SplitMix64 {
+    fn exp(&mut self, rate: f64) -> f64 {
+        -(1.0 - self.next_f64()).ln() / rate
     }
 }
 

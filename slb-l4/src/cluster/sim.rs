@@ -10,12 +10,17 @@
 //!   sent to it over the directors ([`Steer::Ecmp`]: a flow hash over a member list, as a
 //!   router's ECMP group; [`Steer::Via`]: the MAC the hosts currently have for one next-hop
 //!   address, for NAT's floating address). Frames it receives on the server segment (DR
-//!   replies) go straight to the client holding the destination address.
+//!   replies) go to the client holding the destination address.
 //! - **Hosts' ARP caches and gratuitous ARP**: smoltcp ignores gratuitous ARP, so the net keeps
 //!   the hosts' view of every address a director answered for or announced, per segment, and
 //!   addresses a host's frame to the MAC its next hop (the destination when on-link, else its
 //!   gateway) has in that view, as a Linux host that honours gratuitous ARP would.
 //! - A director that is down (killed) receives and sends nothing; its engine stops too.
+//!
+//! [`ClusterNet`] is a [`Net`] of [`SimCluster`]: the directors, the router and the hosts' view
+//! of the addresses are the devices on its ether; the sync fabric runs beside them, woken at
+//! its own [`Fabric::poll_at`]. The router and the hosts' ARP view act as frames are sent (no
+//! hop of their own); every frame then takes the ether's latency to its receivers.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,19 +30,21 @@ use slb_core::flow::{FlowKey, HashKey, Protocol};
 use slb_core::time::Instant;
 use slb_sync::sim::{Fabric, LinkModel, Owner};
 use slb_sync::{Engine, Event};
-use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, IpAddress,
-};
 
 use super::{Cluster, Followup};
-use crate::frame::FrameBuf;
-use crate::fwd::{Forwarder, Mac, PortId, Verdict};
-use crate::sim::{SimHost, smol_time};
+use crate::fwd::{Forwarder, Mac, PortId};
+use crate::sim::{Context, Devices, Net, Origin, SimHost, forward, mac_at};
+use crate::wire::arp::{ArpOperation, ArpRepr};
 use crate::wire::{self, Kind};
 
 /// The router's MAC on every segment.
 pub const ROUTER_MAC: Mac = [2, 0, 0, 0, 0, 1];
+
+/// The router's number as a device ([`Origin::Device`]; directors are numbered from 0).
+const ROUTER: usize = usize::MAX;
+
+/// How often the directors' session tables are swept for expired sessions.
+const HOUSEKEEPING: Duration = Duration::from_millis(50);
 
 /// One simulated director: forwarder, cluster glue, and the segment of each of its ports.
 #[derive(Debug)]
@@ -80,38 +87,14 @@ pub struct NetStats {
 }
 
 /// Directors, hosts, a router and the sync fabric, in simulated time.
-#[derive(Debug)]
-pub struct ClusterNet {
-    /// Simulated time (the fabric follows it).
-    pub now: Instant,
-    /// Time added per step.
-    pub tick: Duration,
-    /// The sync fabric; node `i` is director `i`.
-    pub fabric: Fabric<SimDirector>,
-    /// The hosts.
-    pub hosts: Vec<SimHost>,
-    /// The router's address on each segment.
-    pub router_ips: Vec<IpAddr>,
-    /// Where client frames go.
-    pub steer: Steer,
-    /// Counters.
-    pub stats: NetStats,
-    gateways: Vec<Option<IpAddr>>,
-    /// Hosts' view of director-answered addresses, per segment (see the module docs).
-    arp: Vec<HashMap<IpAddr, Mac>>,
-    hash: HashKey,
-    next_house: Instant,
-}
+pub type ClusterNet = Net<SimCluster>;
 
 impl ClusterNet {
     /// An empty network with the router at `router_ips[segment]`, sync datagrams on `link`.
     pub fn new(seed: u64, link: LinkModel, router_ips: Vec<IpAddr>) -> Self {
         let n = router_ips.len();
-        ClusterNet {
-            now: Instant::ZERO,
-            tick: Duration::from_micros(200),
+        Net::with_devices(SimCluster {
             fabric: Fabric::new(seed, link),
-            hosts: Vec::new(),
             router_ips,
             steer: Steer::Ecmp(Vec::new()),
             stats: NetStats::default(),
@@ -119,27 +102,51 @@ impl ClusterNet {
             arp: vec![HashMap::new(); n],
             hash: HashKey::new(seed, 0x5eed),
             next_house: Instant::ZERO,
-        }
+        })
     }
 
-    /// Adds a director with its engine (created at [`ClusterNet::now`]); returns its index.
+    /// Adds a director with its engine (created at [`Net::now`]); returns its index.
     pub fn add_director(&mut self, engine: Engine, d: SimDirector) -> usize {
-        self.fabric.run_until(self.now);
+        let now = self.now();
+        self.fabric.run_until(now);
         self.fabric.add_node(engine, d)
     }
 
     /// Adds a host with its default gateway; returns its index.
     pub fn add_host(&mut self, host: SimHost, gateway: Option<IpAddr>) -> usize {
-        self.hosts.push(host);
         self.gateways.push(gateway);
-        self.hosts.len() - 1
+        self.ether().add_host(host)
     }
 
-    /// The host at `i`.
-    pub fn host(&mut self, i: usize) -> &mut SimHost {
-        &mut self.hosts[i]
+    /// Replaces director `i` by a fresh process (new engine, new forwarder) and starts it.
+    pub fn restart(&mut self, i: usize, engine: Engine, d: SimDirector) {
+        let now = self.now();
+        self.fabric.run_until(now);
+        self.fabric.restart(i, engine, d);
     }
+}
 
+/// The devices of a [`ClusterNet`]: the directors (on the sync fabric), the router, and the
+/// hosts' view of the addresses directors answer for.
+#[derive(Debug)]
+pub struct SimCluster {
+    /// The sync fabric; node `i` is director `i`.
+    pub fabric: Fabric<SimDirector>,
+    /// The router's address on each segment.
+    pub router_ips: Vec<IpAddr>,
+    /// Where client frames go.
+    pub steer: Steer,
+    /// Counters.
+    pub stats: NetStats,
+    /// Each host's default gateway (index = host).
+    gateways: Vec<Option<IpAddr>>,
+    /// Hosts' view of director-answered addresses, per segment (see the module docs).
+    arp: Vec<HashMap<IpAddr, Mac>>,
+    hash: HashKey,
+    next_house: Instant,
+}
+
+impl SimCluster {
     /// Director `i`.
     pub fn director(&self, i: usize) -> &SimDirector {
         &self.fabric.node(i).owner
@@ -155,12 +162,6 @@ impl ClusterNet {
         self.fabric.set_up(i, false);
     }
 
-    /// Replaces director `i` by a fresh process (new engine, new forwarder) and starts it.
-    pub fn restart(&mut self, i: usize, engine: Engine, d: SimDirector) {
-        self.fabric.run_until(self.now);
-        self.fabric.restart(i, engine, d);
-    }
-
     /// True while director `i` runs.
     pub fn is_up(&self, i: usize) -> bool {
         self.fabric.node(i).up
@@ -170,135 +171,79 @@ impl ClusterNet {
     pub fn resolved(&self, seg: usize, ip: IpAddr) -> Option<Mac> {
         self.arp.get(seg).and_then(|m| m.get(&ip).copied())
     }
+    /// Runs director `d` on a frame arriving on its `port` and sends what it emits.
+    fn feed_director(&mut self, cx: &mut Context<'_>, d: usize, port: PortId, f: &[u8]) {
+        for (_, p, frame) in forward(&mut self.director_mut(d).fwd, cx.now(), port, f) {
+            self.sent_by_director(cx, d, p, frame);
+        }
+    }
 
-    /// Polls every host, moves every frame, runs the directors' cluster glue and the sync
-    /// fabric, and advances the clock by one tick.
-    pub fn step(&mut self) {
-        let now = self.now;
-        self.fabric.run_until(now);
-        for h in &mut self.hosts {
-            h.iface.poll(smol_time(now), &mut h.device, &mut h.sockets);
-        }
-        let mut out = Vec::new();
-        for (i, h) in self.hosts.iter_mut().enumerate() {
-            while let Some(f) = h.device.tx.pop_front() {
-                out.push((i, f));
-            }
-        }
-        for (from, f) in out {
-            self.sent_by_host(from, f);
-        }
-        let house = now >= self.next_house;
-        if house {
-            self.next_house = now + Duration::from_millis(50);
-        }
-        for i in 0..self.fabric.len() {
-            if !self.is_up(i) {
-                continue;
-            }
-            let mut events = Vec::new();
-            let mut frames = Vec::new();
-            {
-                let node = self.fabric.node_mut(i);
-                let (engine, d) = (&node.engine, &mut node.owner);
-                d.cluster.update_peers(&mut d.fwd, now, &engine.peers(), engine.is_ready());
-                if house {
-                    d.fwd.expire(now, 4096);
+    /// A frame director `d` sends on `port`: the hosts learn from its ARP, the router takes
+    /// what is addressed to it, the rest goes on the port's segment.
+    fn sent_by_director(&mut self, cx: &mut Context<'_>, d: usize, port: PortId, f: Vec<u8>) {
+        let Some(&seg) = self.director(d).segments.get(usize::from(port.0)) else { return };
+        if let Ok(a) = ArpRepr::parse(&f) {
+            // What hosts learn from a director's ARP: its answers and its announcements.
+            if a.op == ArpOperation::Reply || (a.op == ArpOperation::Request && a.is_gratuitous()) {
+                if a.op == ArpOperation::Request {
+                    self.stats.garps += 1;
                 }
-                while let Some(ev) = d.cluster.poll_local(&mut d.fwd, now) {
-                    events.push(ev);
-                }
-                frames.extend(d.cluster.poll_announcements(&d.fwd, now));
-            }
-            for ev in events {
-                self.fabric.local(i, ev);
-            }
-            for (p, f) in frames {
-                self.sent_by_director(i, p, f.as_slice().to_vec());
+                self.arp[seg].insert(IpAddr::V4(a.sender_ip), a.sender_mac);
             }
         }
-        self.now += self.tick;
-    }
-
-    /// Steps until `cond` holds or `limit` of simulated time passes; true if it held.
-    pub fn run_until(
-        &mut self,
-        limit: Duration,
-        mut cond: impl FnMut(&mut ClusterNet) -> bool,
-    ) -> bool {
-        let end = self.now + limit;
-        while self.now < end {
-            if cond(self) {
-                return true;
-            }
-            self.step();
+        if mac_at(&f, 0) == Some(ROUTER_MAC) {
+            return self.route(cx, seg, f);
         }
-        cond(self)
+        cx.send(seg, Origin::Device(d), f);
     }
 
-    fn host_has(&self, h: usize, ip: IpAddr) -> bool {
-        let a = IpAddress::from(ip);
-        self.hosts[h].iface.ip_addrs().iter().any(|c| c.address() == a)
-    }
-
-    fn on_link(&self, h: usize, ip: IpAddr) -> bool {
-        let a = IpAddress::from(ip);
-        self.hosts[h].iface.ip_addrs().iter().any(|c| c.contains_addr(&a))
-    }
-
-    fn sent_by_host(&mut self, from: usize, mut f: Vec<u8>) {
-        if f.len() < 14 {
+    /// The router: client frames to a director, server-side frames to the client.
+    fn route(&mut self, cx: &mut Context<'_>, seg: usize, mut f: Vec<u8>) {
+        let Ok(Kind::Ip(m)) = wire::parse(&f) else {
+            self.stats.unroutable += 1;
+            return;
+        };
+        if seg != 0 {
+            let Some(h) = cx.hosts().iter().find(|h| h.segment == 0 && h.has_addr(m.dst)) else {
+                self.stats.unroutable += 1;
+                return;
+            };
+            f[0..6].copy_from_slice(&h.mac);
+            f[6..12].copy_from_slice(&ROUTER_MAC);
+            cx.send(0, Origin::Device(ROUTER), f);
             return;
         }
-        let seg = self.hosts[from].segment;
-        if let Some((op, sha, spa, tpa)) = parse_arp(&f)
-            && op == ArpOperation::Request
-            && self.router_ips.get(seg) == Some(&IpAddr::V4(tpa))
-        {
-            let reply = arp_reply(ROUTER_MAC, tpa, sha, spa);
-            self.hosts[from].device.rx.push_back(reply);
-            return;
-        }
-        let dst: Mac = f[0..6].try_into().unwrap_or([0; 6]);
-        if dst == ROUTER_MAC {
-            return self.route(seg, f);
-        }
-        // The host's ARP cache, gratuitous ARP honoured (see the module docs).
-        if let Ok(Kind::Ip(m)) = wire::parse(&f) {
-            let hop = if self.on_link(from, m.dst) { Some(m.dst) } else { self.gateways[from] };
-            if let Some(mac) = hop.and_then(|h| self.resolved(seg, h)) {
-                f[0..6].copy_from_slice(&mac);
+        let mac = match &self.steer {
+            Steer::Ecmp(members) if !members.is_empty() => {
+                let proto = if m.proto == 6 { Protocol::Tcp } else { Protocol::Udp };
+                let k =
+                    FlowKey { proto, src: m.src, dst: m.dst, src_port: m.sport, dst_port: m.dport };
+                let d = members[(self.hash.hash_flow(&k) % members.len() as u64) as usize];
+                self.director(d).fwd.port_mac(PortId(0))
             }
-        }
-        self.deliver(seg, f, Some(from), None);
+            Steer::Via(ip) => self.resolved(0, *ip),
+            Steer::Ecmp(_) => None,
+        };
+        let Some(mac) = mac else {
+            self.stats.unroutable += 1;
+            return;
+        };
+        f[0..6].copy_from_slice(&mac);
+        cx.send(0, Origin::Device(ROUTER), f);
     }
+}
 
-    /// Delivers a frame on `seg` to every host and director port its MAC reaches.
-    fn deliver(
-        &mut self,
-        seg: usize,
-        f: Vec<u8>,
-        sent_by_host: Option<usize>,
-        from_dir: Option<usize>,
-    ) {
-        let dst: Mac = f[0..6].try_into().unwrap_or([0; 6]);
-        let src: Mac = f[6..12].try_into().unwrap_or([0; 6]);
+impl Devices for SimCluster {
+    fn handle_frame(&mut self, cx: &mut Context<'_>, seg: usize, frame: &[u8], from: Origin) {
+        self.fabric.run_until(cx.now());
+        let Some(dst) = mac_at(frame, 0) else { return };
         let group = dst[0] & 1 == 1;
-        for (i, h) in self.hosts.iter_mut().enumerate() {
-            if h.segment == seg
-                && Some(i) != sent_by_host
-                && (group || h.mac == dst)
-                && h.mac != src
-            {
-                h.device.rx.push_back(f.clone());
-            }
-        }
         for d in 0..self.fabric.len() {
-            if Some(d) == from_dir {
+            if from == Origin::Device(d) {
                 continue;
             }
             let ports: Vec<PortId> = {
-                let dir = &self.fabric.node(d).owner;
+                let dir = self.director(d);
                 (0..dir.segments.len())
                     .filter(|&p| dir.segments[p] == seg)
                     .map(|p| PortId(p as u8))
@@ -312,125 +257,74 @@ impl ClusterNet {
                     }
                     continue;
                 }
-                self.feed_director(d, p, &f);
+                self.feed_director(cx, d, p, frame);
             }
         }
     }
 
-    fn feed_director(&mut self, d: usize, port: PortId, f: &[u8]) {
-        let now = self.now;
-        let mut buf = FrameBuf::from_slice(f);
-        let mut out = Vec::new();
-        {
-            let fwd = &mut self.fabric.node_mut(d).owner.fwd;
-            let v = fwd.process(now, &mut buf, port);
-            if let Verdict::Forward(p) | Verdict::Reply(p) | Verdict::Solicit(p) = v {
-                out.push((p, buf.as_slice().to_vec()));
-            }
-            while let Some(p) = fwd.poll_transmit(&mut buf) {
-                out.push((p, buf.as_slice().to_vec()));
-            }
+    fn handle_timeout(&mut self, cx: &mut Context<'_>) {
+        let now = cx.now();
+        self.fabric.run_until(now);
+        let house = now >= self.next_house;
+        if house {
+            self.next_house = now + HOUSEKEEPING;
         }
-        for (p, frame) in out {
-            self.sent_by_director(d, p, frame);
-        }
-    }
-
-    fn sent_by_director(&mut self, d: usize, port: PortId, f: Vec<u8>) {
-        let Some(&seg) = self.fabric.node(d).owner.segments.get(usize::from(port.0)) else {
-            return;
-        };
-        if let Some((op, sha, spa, tpa)) = parse_arp(&f) {
-            // What hosts learn from a director's ARP: its answers and its announcements.
-            if op == ArpOperation::Reply || (op == ArpOperation::Request && spa == tpa) {
-                if op == ArpOperation::Request {
-                    self.stats.garps += 1;
+        for i in 0..self.fabric.len() {
+            if !self.is_up(i) {
+                continue;
+            }
+            let mut events = Vec::new();
+            let frames = {
+                let node = self.fabric.node_mut(i);
+                let (engine, d) = (&node.engine, &mut node.owner);
+                d.cluster.update_peers(&mut d.fwd, now, &engine.peers(), engine.is_ready());
+                if house {
+                    d.fwd.expire(now, 4096);
                 }
-                self.arp[seg].insert(IpAddr::V4(spa), sha);
-            }
-        }
-        let dst: Mac = f[0..6].try_into().unwrap_or([0; 6]);
-        if dst == ROUTER_MAC {
-            return self.route(seg, f);
-        }
-        self.deliver(seg, f, None, Some(d));
-    }
-
-    /// The router: client frames to a director, server-side frames to the client.
-    fn route(&mut self, seg: usize, mut f: Vec<u8>) {
-        let Ok(Kind::Ip(m)) = wire::parse(&f) else {
-            self.stats.unroutable += 1;
-            return;
-        };
-        if seg != 0 {
-            let Some(h) = (0..self.hosts.len())
-                .find(|&h| self.hosts[h].segment == 0 && self.host_has(h, m.dst))
-            else {
-                self.stats.unroutable += 1;
-                return;
+                while let Some(ev) = d.cluster.poll_local(&mut d.fwd, now) {
+                    events.push(ev);
+                }
+                d.cluster.poll_announcements(&d.fwd, now)
             };
-            let mac = self.hosts[h].mac;
-            f[0..6].copy_from_slice(&mac);
-            f[6..12].copy_from_slice(&ROUTER_MAC);
-            self.hosts[h].device.rx.push_back(f);
+            for ev in events {
+                self.fabric.local(i, ev);
+            }
+            for (p, f) in frames {
+                self.sent_by_director(cx, i, p, f.as_slice().to_vec());
+            }
+        }
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        let announce = (0..self.fabric.len())
+            .filter(|&i| self.is_up(i))
+            .filter_map(|i| self.director(i).cluster.poll_timeout());
+        announce.chain(self.fabric.poll_at()).chain([self.next_house]).min()
+    }
+
+    fn handle_host_frame(&mut self, cx: &mut Context<'_>, from: usize, mut f: Vec<u8>) {
+        if f.len() < wire::ETH_HDR {
             return;
         }
-        let mac = match &self.steer {
-            Steer::Ecmp(members) if !members.is_empty() => {
-                let proto = if m.proto == 6 { Protocol::Tcp } else { Protocol::Udp };
-                let k =
-                    FlowKey { proto, src: m.src, dst: m.dst, src_port: m.sport, dst_port: m.dport };
-                let d = members[(self.hash.hash_flow(&k) % members.len() as u64) as usize];
-                self.fabric.node(d).owner.fwd.port_mac(PortId(0))
-            }
-            Steer::Via(ip) => self.resolved(0, *ip),
-            Steer::Ecmp(_) => None,
-        };
-        let Some(mac) = mac else {
-            self.stats.unroutable += 1;
+        let seg = cx.hosts()[from].segment;
+        if let Ok(a) = ArpRepr::parse(&f)
+            && a.op == ArpOperation::Request
+            && self.router_ips.get(seg) == Some(&IpAddr::V4(a.target_ip))
+        {
+            cx.send(seg, Origin::Device(ROUTER), a.reply(ROUTER_MAC).to_frame());
             return;
-        };
-        f[0..6].copy_from_slice(&mac);
-        self.deliver(0, f, None, None);
+        }
+        if mac_at(&f, 0) == Some(ROUTER_MAC) {
+            return self.route(cx, seg, f);
+        }
+        // The host's ARP cache, gratuitous ARP honoured (see the module docs).
+        if let Ok(Kind::Ip(m)) = wire::parse(&f) {
+            let on_link = cx.hosts()[from].on_link(m.dst);
+            let hop = if on_link { Some(m.dst) } else { self.gateways[from] };
+            if let Some(mac) = hop.and_then(|h| self.resolved(seg, h)) {
+                f[0..6].copy_from_slice(&mac);
+            }
+        }
+        cx.send(seg, Origin::Host(from), f);
     }
-}
-
-/// (operation, sender MAC, sender address, target address) of an Ethernet/IPv4 ARP frame.
-fn parse_arp(f: &[u8]) -> Option<(ArpOperation, Mac, std::net::Ipv4Addr, std::net::Ipv4Addr)> {
-    let eth = EthernetFrame::new_checked(f).ok()?;
-    if eth.ethertype() != EthernetProtocol::Arp {
-        return None;
-    }
-    let p = ArpPacket::new_checked(eth.payload()).ok()?;
-    match ArpRepr::parse(&p).ok()? {
-        ArpRepr::EthernetIpv4 {
-            operation,
-            source_hardware_addr,
-            source_protocol_addr,
-            target_protocol_addr,
-            ..
-        } => Some((operation, source_hardware_addr.0, source_protocol_addr, target_protocol_addr)),
-        #[allow(unreachable_patterns)] // smoltcp's Repr is non-exhaustive
-        _ => None,
-    }
-}
-
-/// An ARP reply from `(mac, ip)` to `(to_mac, to_ip)`.
-fn arp_reply(mac: Mac, ip: std::net::Ipv4Addr, to_mac: Mac, to_ip: std::net::Ipv4Addr) -> Vec<u8> {
-    let repr = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Reply,
-        source_hardware_addr: EthernetAddress(mac),
-        source_protocol_addr: ip,
-        target_hardware_addr: EthernetAddress(to_mac),
-        target_protocol_addr: to_ip,
-    };
-    let mut f = vec![0u8; 14 + repr.buffer_len()];
-    EthernetRepr {
-        src_addr: EthernetAddress(mac),
-        dst_addr: EthernetAddress(to_mac),
-        ethertype: EthernetProtocol::Arp,
-    }
-    .emit(&mut EthernetFrame::new_unchecked(&mut f[..]));
-    repr.emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
-    f
 }

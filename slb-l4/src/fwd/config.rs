@@ -7,11 +7,7 @@ use slb_core::flow::Protocol;
 use slb_core::sched::SchedulerConfig;
 use slb_core::session::TableConfig;
 
-/// A MAC address.
-pub type Mac = [u8; 6];
-
-/// The broadcast MAC.
-pub const BROADCAST: Mac = [0xff; 6];
+pub use crate::wire::{BROADCAST, Mac};
 
 /// Index of a port (a link the forwarder sends and receives on).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -9,13 +9,13 @@ use slb_core::session::Direction;
 use slb_core::time::Instant;
 
 use super::config::{Mode, PortId};
-use super::neigh::{self, Nd};
 use super::process::src_mac;
 use super::rewrite::{Hop, ip_bytes, set_macs};
 use super::stats::DropReason;
 use super::{Forwarder, Owned, Verdict};
 use crate::frame::FrameBuf;
 use crate::wire::csum::Update;
+use crate::wire::nd::{NdFrame, NdRepr};
 use crate::wire::{self, IpMeta, L3, be16, fill_ipv4_checksum, fill_l4_checksum, proto, put16};
 
 /// ICMP message types.
@@ -101,8 +101,8 @@ impl Forwarder {
     fn handle_nd(&mut self, frame: &mut FrameBuf, port: PortId, m: &IpMeta) -> Verdict {
         let (IpAddr::V6(src), IpAddr::V6(dst)) = (m.src, m.dst) else { return self.host() };
         let f = frame.as_slice();
-        match neigh::parse_nd(f, src, dst, m.l4, m.end) {
-            Some(Nd::Solicit { src, target, lladdr }) => {
+        match NdRepr::parse(src, dst, &f[m.l4..m.end]) {
+            Ok(NdRepr::Solicit { target, lladdr }) => {
                 let ours = self.answers_for(port, IpAddr::V6(target));
                 let mac = lladdr.unwrap_or_else(|| src_mac(f));
                 if !src.is_unspecified() {
@@ -110,13 +110,14 @@ impl Forwarder {
                 }
                 if ours && !src.is_unspecified() {
                     let our = self.ports[usize::from(port.0)].cfg.mac;
-                    neigh::neighbor_advert(frame, our, target, mac, src);
+                    let na = NdFrame::advert(our, target, mac, src);
+                    frame.build(na.buffer_len(), |f| na.emit(f));
                     self.stats.replied += 1;
                     return Verdict::Reply(port);
                 }
                 self.host()
             }
-            Some(Nd::Advert { target, lladdr: Some(mac) }) => {
+            Ok(NdRepr::Advert { target, lladdr: Some(mac), .. }) => {
                 self.neigh.learn(IpAddr::V6(target), mac, false);
                 self.host()
             }

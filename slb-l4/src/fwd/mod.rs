@@ -73,12 +73,6 @@ pub use sync::{
 use crate::frame::FrameBuf;
 use service::{LocalPool, Real, Service, Services};
 
-/// Writes a broadcast ARP request for `target` from `(mac, ip)` into `buf` (what the forwarder
-/// sends to resolve a next hop; also handy for tests).
-pub fn write_arp_request(buf: &mut FrameBuf, mac: Mac, ip: Ipv4Addr, target: Ipv4Addr) {
-    neigh::arp_request(buf, mac, ip, target);
-}
-
 /// What to do with a frame after [`Forwarder::process`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -470,10 +464,7 @@ impl Forwarder {
             }
             for ip in addrs.iter().filter(|ip| !self.sync.quiet(ip)) {
                 let mut b = FrameBuf::default();
-                match ip {
-                    IpAddr::V4(a) => neigh::gratuitous_arp(&mut b, p.cfg.mac, *a),
-                    IpAddr::V6(a) => neigh::unsolicited_advert(&mut b, p.cfg.mac, *a),
-                }
+                neigh::announcement(&mut b, p.cfg.mac, *ip);
                 out.push((PortId(i as u8), b));
             }
         }

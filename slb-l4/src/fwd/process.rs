@@ -11,12 +11,12 @@ use slb_core::session::{
 use slb_core::time::Instant;
 
 use super::config::{Mac, Mode, PortId, ServiceId};
-use super::neigh;
 use super::rewrite::{Ends, Plan, Toa, session_ends};
 use super::stats::DropReason;
 use super::sync::PEER_SESSION;
 use super::{Forwarder, Owned, REV_SRC_IS_REAL, SessionData, Verdict};
 use crate::frame::FrameBuf;
+use crate::wire::arp::{ArpOperation, ArpRepr};
 use crate::wire::{self, Frag, IpMeta, Kind, Malformed, proto};
 
 /// A SYN without ACK, RST or FIN: the only segment that opens a TCP session in strict mode.
@@ -103,12 +103,12 @@ impl Forwarder {
     }
 
     fn handle_arp(&mut self, frame: &mut FrameBuf, port: PortId) -> Verdict {
-        let Some(a) = neigh::parse_arp(frame.as_slice()) else { return self.host() };
-        let ours = self.answers_for(port, IpAddr::V4(a.tpa));
-        self.neigh.learn(IpAddr::V4(a.spa), a.sha, ours);
-        if ours && a.op == smoltcp::wire::ArpOperation::Request && a.spa != a.tpa {
-            let mac = self.ports[usize::from(port.0)].cfg.mac;
-            neigh::arp_reply(frame, &a, mac);
+        let Ok(a) = ArpRepr::parse(frame.as_slice()) else { return self.host() };
+        let ours = self.answers_for(port, IpAddr::V4(a.target_ip));
+        self.neigh.learn(IpAddr::V4(a.sender_ip), a.sender_mac, ours);
+        if ours && a.op == ArpOperation::Request && !a.is_gratuitous() {
+            let reply = a.reply(self.ports[usize::from(port.0)].cfg.mac);
+            frame.build(reply.buffer_len(), |f| reply.emit(f));
             self.stats.replied += 1;
             return Verdict::Reply(port);
         }

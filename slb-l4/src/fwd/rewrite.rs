@@ -9,12 +9,14 @@ use slb_core::session::{Direction, EntryMut};
 use slb_core::time::Instant;
 
 use super::config::{Mac, Mode, PortId, UnknownCsum};
-use super::neigh;
+use super::neigh::Neighbours;
 use super::service::Real;
 use super::stats::DropReason;
 use super::{Forwarder, SessionData, Verdict};
 use crate::frame::{CsumState, FrameBuf};
+use crate::wire::arp::ArpRepr;
 use crate::wire::csum::{Update, fold};
+use crate::wire::nd::NdFrame;
 use crate::wire::{
     self, CsumCheck, IpMeta, L3, be16, fill_ipv4_checksum, fill_l4_checksum, proto, put16, toa,
 };
@@ -295,7 +297,8 @@ impl Forwarder {
                         IpAddr::V6(_) => None,
                     })
                     .unwrap_or(Ipv4Addr::UNSPECIFIED);
-                neigh::arp_request(frame, mac, src, t);
+                let r = ArpRepr::request(mac, src, t);
+                frame.build(r.buffer_len(), |f| r.emit(f));
             }
             IpAddr::V6(t) => {
                 let Some(src) = p.cfg.addrs.iter().find_map(|c| match c.addr {
@@ -304,7 +307,8 @@ impl Forwarder {
                 }) else {
                     return v;
                 };
-                neigh::neighbor_solicit(frame, mac, src, t);
+                let ns = NdFrame::solicit(mac, src, t);
+                frame.build(ns.buffer_len(), |f| ns.emit(f));
             }
         }
         self.stats.solicits += 1;
@@ -342,7 +346,7 @@ impl Forwarder {
 /// [`Forwarder::real_hop`] of real server `r` (a function of the fields it needs, so that a
 /// caller holding a session entry may use it).
 #[inline]
-pub(super) fn real_hop(neigh: &neigh::Neighbours, r: &mut Real, hop: IpAddr) -> Hop {
+pub(super) fn real_hop(neigh: &Neighbours, r: &mut Real, hop: IpAddr) -> Hop {
     let gen_ = neigh.generation();
     match r.hop_mac {
         Some((g, ip, mac)) if g == gen_ && ip == hop => Hop::Mac(mac),

@@ -473,10 +473,7 @@ impl Forwarder {
                     continue;
                 }
                 let mut b = FrameBuf::default();
-                match ip {
-                    IpAddr::V4(a) => neigh::gratuitous_arp(&mut b, p.cfg.mac, *a),
-                    IpAddr::V6(a) => neigh::unsolicited_advert(&mut b, p.cfg.mac, *a),
-                }
+                neigh::announcement(&mut b, p.cfg.mac, *ip);
                 out.push((PortId(i as u8), b));
             }
         }

@@ -12,6 +12,7 @@ use slb_core::time::Instant;
 use super::*;
 use crate::craft::{self, flags::*};
 use crate::frame::{CsumState, FrameBuf};
+use crate::wire::arp::{ArpOperation, ArpRepr};
 use crate::wire::{self, Kind, L3, be16};
 
 const C_MAC: Mac = [2, 0, 0, 0, 1, 1];
@@ -101,10 +102,10 @@ fn arp_is_answered_for_vips_port_addresses_and_local_addresses_only() {
             target.parse().unwrap(),
         ));
         assert_eq!(f.process(T0, &mut b, port), Verdict::Reply(port), "{target}");
-        let a = neigh::parse_arp(b.as_slice()).unwrap();
-        assert_eq!(a.op, smoltcp::wire::ArpOperation::Reply);
-        assert_eq!(a.spa.to_string(), target);
-        assert_eq!(a.sha, f.port_mac(port).unwrap());
+        let a = ArpRepr::parse(b.as_slice()).unwrap();
+        assert_eq!(a.op, ArpOperation::Reply);
+        assert_eq!(a.sender_ip.to_string(), target);
+        assert_eq!(a.sender_mac, f.port_mac(port).unwrap());
         assert_eq!(&b.as_slice()[0..6], &CLIENT_MAC);
     }
     let mut other = FrameBuf::from_slice(&craft::arp_request(
@@ -125,10 +126,10 @@ fn announcements_cover_every_owned_address_on_every_port() {
     let a = f.announcements();
     assert_eq!(a.len(), 2 * 2, "VIP and local address on both ports");
     for (port, b) in &a {
-        let arp = neigh::parse_arp(b.as_slice()).unwrap();
-        assert_eq!(arp.spa, arp.tpa, "gratuitous");
+        let arp = ArpRepr::parse(b.as_slice()).unwrap();
+        assert_eq!(arp.sender_ip, arp.target_ip, "gratuitous");
         assert_eq!(&b.as_slice()[0..6], &BROADCAST);
-        assert_eq!(arp.sha, f.port_mac(*port).unwrap());
+        assert_eq!(arp.sender_mac, f.port_mac(*port).unwrap());
     }
 }
 
@@ -148,23 +149,20 @@ fn unknown_next_hop_is_solicited_rate_limited_then_learned() {
     f.add_service(svc).unwrap();
     let mut b = syn("10.0.1.2:1000");
     assert_eq!(f.process(T0, &mut b, P0), Verdict::Solicit(P1));
-    let req = neigh::parse_arp(b.as_slice()).unwrap();
-    assert_eq!((req.spa, req.tpa), (Ipv4Addr::new(10, 0, 2, 1), Ipv4Addr::new(10, 0, 2, 11)));
+    let req = ArpRepr::parse(b.as_slice()).unwrap();
+    assert_eq!(
+        (req.sender_ip, req.target_ip),
+        (Ipv4Addr::new(10, 0, 2, 1), Ipv4Addr::new(10, 0, 2, 11))
+    );
     let mut again = syn("10.0.1.2:1000");
     assert_eq!(f.process(Instant::from_millis(500), &mut again, P0), Verdict::Held, "rate limited");
     let mut out = FrameBuf::default();
     assert_eq!(f.poll_transmit(&mut out), None);
     // The real server answers: both held SYNs are released, rewritten, with its MAC.
-    let mut reply = FrameBuf::default();
-    neigh::arp_reply(
-        &mut reply,
-        &neigh::Arp {
-            op: smoltcp::wire::ArpOperation::Request,
-            sha: S_MAC,
-            spa: Ipv4Addr::new(10, 0, 2, 1),
-            tpa: Ipv4Addr::new(10, 0, 2, 11),
-        },
-        R1_MAC,
+    let mut reply = FrameBuf::from_slice(
+        &ArpRepr::request(S_MAC, Ipv4Addr::new(10, 0, 2, 1), Ipv4Addr::new(10, 0, 2, 11))
+            .reply(R1_MAC)
+            .to_frame(),
     );
     assert_eq!(f.process(Instant::from_millis(600), &mut reply, P1), Verdict::Host);
     for _ in 0..2 {

@@ -4,6 +4,8 @@
 
 use std::io;
 
+use slb_core::rng::SplitMix64;
+
 use super::{Link, LinkStats};
 use crate::frame::FrameBuf;
 
@@ -20,12 +22,13 @@ pub struct FaultConfig {
     pub on_receive: bool,
 }
 
-/// Wraps a link and injects faults, from a seeded generator so that a failing run replays.
+/// Wraps a link and injects faults, from a seeded generator ([`SplitMix64`]) so that a failing
+/// run replays.
 #[derive(Debug)]
 pub struct FaultInjector<L> {
     inner: L,
     cfg: FaultConfig,
-    rng: u64,
+    rng: SplitMix64,
     /// Frames dropped, duplicated, corrupted.
     counts: (u64, u64, u64),
     scratch: Vec<FrameBuf>,
@@ -34,7 +37,13 @@ pub struct FaultInjector<L> {
 impl<L: Link> FaultInjector<L> {
     /// Wraps `inner`.
     pub fn new(inner: L, cfg: FaultConfig, seed: u64) -> Self {
-        FaultInjector { inner, cfg, rng: seed | 1, counts: (0, 0, 0), scratch: Vec::new() }
+        FaultInjector {
+            inner,
+            cfg,
+            rng: SplitMix64::new(seed),
+            counts: (0, 0, 0),
+            scratch: Vec::new(),
+        }
     }
 
     /// The wrapped link.
@@ -47,33 +56,21 @@ impl<L: Link> FaultInjector<L> {
         self.counts
     }
 
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-
     /// Applies the faults to `frames`, returning what goes on.
     fn mangle(&mut self, frames: &[FrameBuf]) -> Vec<FrameBuf> {
         let mut out = Vec::with_capacity(frames.len());
         for f in frames {
-            if self.chance(self.cfg.drop) {
+            if self.rng.chance(self.cfg.drop) {
                 self.counts.0 += 1;
                 continue;
             }
             let mut f = f.clone();
-            if self.chance(self.cfg.corrupt) && !f.is_empty() {
-                let bit = (self.next() % (f.len() as u64 * 8)) as usize;
+            if self.rng.chance(self.cfg.corrupt) && !f.is_empty() {
+                let bit = (self.rng.next_u64() % (f.len() as u64 * 8)) as usize;
                 f.as_mut_slice()[bit / 8] ^= 1 << (bit % 8);
                 self.counts.2 += 1;
             }
-            if self.chance(self.cfg.duplicate) {
+            if self.rng.chance(self.cfg.duplicate) {
                 self.counts.1 += 1;
                 out.push(f.clone());
             }

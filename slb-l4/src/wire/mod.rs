@@ -1,11 +1,16 @@
-//! Wire formats: zero-copy parsing through smoltcp's checked views ([`parse`](mod@parse)), checksum
-//! arithmetic ([`csum`]), TCP options and TOA ([`toa`]).
+//! Wire formats: zero-copy parsing through smoltcp's checked views ([`parse`](mod@parse)), ARP
+//! ([`arp`]) and IPv6 neighbour discovery ([`nd`]) in whole frames, checksum arithmetic
+//! ([`csum`]), TCP options and TOA ([`toa`]).
 //!
 //! smoltcp's `wire` module is the one packet library of this crate: frames are parsed with its
-//! `new_checked` views, and ARP / NDISC replies are emitted with its `Repr`s. What smoltcp does not
-//! offer (incremental checksum updates, TOA insertion, MSS rewriting) is here.
+//! `new_checked` views, and ARP / NDISC messages are parsed and emitted with its `Repr`s (wrapped
+//! in [`arp::ArpRepr`] and [`nd::NdRepr`] / [`nd::NdFrame`], which every user of ARP and ND in
+//! the crate goes through: the forwarder, the simulators, `craft`). What smoltcp does not offer
+//! (incremental checksum updates, TOA insertion, MSS rewriting) is here.
 
+pub mod arp;
 pub mod csum;
+pub mod nd;
 pub mod parse;
 pub mod toa;
 
@@ -15,6 +20,12 @@ pub use parse::{
     CommonV4, ETH_HDR, Frag, IpMeta, Kind, L3, Malformed, be16, parse, parse_common, proto, put16,
 };
 pub use toa::{parse_toa, parse_toa_any};
+
+/// A MAC address.
+pub type Mac = [u8; 6];
+
+/// The broadcast MAC.
+pub const BROADCAST: Mac = [0xff; 6];
 
 /// Offset of the checksum field in a transport header of protocol `p`, if it has one.
 #[inline]

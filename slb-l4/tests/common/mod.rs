@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use slb_core::flow::Protocol;
+use slb_core::rng::SplitMix64;
 use slb_core::sched::{SchedulerConfig, SchedulerKind};
 use slb_core::session::TableConfig;
 use slb_l4::fwd::{Forwarder, ForwarderConfig, Mode, PortConfig, ServiceConfig};
@@ -152,15 +153,7 @@ pub fn topo_with(
 
 /// Deterministic pseudo-random bytes.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    SplitMix64::new(seed).bytes(len)
 }
 
 /// Which server socket (host index, handle) reached `state` first.

@@ -1,18 +1,9 @@
-//! Simulated hosts around a forwarder (feature `sim`): smoltcp interfaces with real TCP and UDP
-//! sockets exchange frames through [`Forwarder::process`] on simulated Ethernet segments, in
-//! simulated time. No root, no sockets, deterministic.
-//!
-//! ```text
-//!   segment 0: clients ... ----- port 0 of the forwarder
-//!   segment 1: servers ... ----- port 1 of the forwarder     (one segment for one-armed DR)
-//! ```
-//! Each [`SimNet::step`] polls every host, delivers every frame (a switch that knows every MAC;
-//! broadcast and multicast go to all), runs the forwarder on frames addressed to it, and
-//! advances the clock. Frames the forwarder emits are kept in [`SimNet::emitted`] for checks.
+//! A simulated host: a smoltcp [`Interface`] with its sockets on a [`QueueDevice`] (two frame
+//! queues), on one segment of a simulated network. The network fills `device.rx` and drains
+//! `device.tx`; tests drive the sockets.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use slb_core::time::Instant;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -20,8 +11,7 @@ use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
-use crate::frame::FrameBuf;
-use crate::fwd::{Forwarder, Mac, PortId, Verdict};
+use crate::fwd::Mac;
 
 /// smoltcp's time from ours.
 pub fn smol_time(now: Instant) -> smoltcp::time::Instant {
@@ -180,150 +170,27 @@ impl SimHost {
         self.sockets.get_mut::<udp::Socket<'static>>(h)
     }
 
-    fn poll(&mut self, now: Instant) {
+    /// Runs the interface at `now`: takes every received frame, sends what the sockets have.
+    pub fn poll(&mut self, now: Instant) {
         self.iface.poll(smol_time(now), &mut self.device, &mut self.sockets);
     }
-}
 
-/// A frame the forwarder emitted, with its verdict.
-#[derive(Clone, Debug)]
-pub struct Emitted {
-    /// When.
-    pub at: Instant,
-    /// The verdict.
-    pub verdict: Verdict,
-    /// The frame as sent.
-    pub frame: Vec<u8>,
-}
-
-/// Hosts, segments and a forwarder, in simulated time.
-#[derive(Debug)]
-pub struct SimNet {
-    /// Simulated time.
-    pub now: Instant,
-    /// Time added per step.
-    pub tick: Duration,
-    /// The forwarder.
-    pub fwd: Forwarder,
-    /// The hosts.
-    pub hosts: Vec<SimHost>,
-    /// Which forwarder port sits on each segment (index = segment).
-    pub ports: Vec<PortId>,
-    /// Frames the forwarder emitted (kept while `record` is on).
-    pub emitted: Vec<Emitted>,
-    /// Keep emitted frames.
-    pub record: bool,
-    /// Frames received by the forwarder.
-    pub to_fwd: u64,
-    /// Frames given to the forwarder, with their port (kept while `record` is on).
-    pub inputs: Vec<(PortId, Vec<u8>)>,
-    /// Drop every n-th frame the forwarder emits (0: none), to exercise retransmission.
-    pub drop_every: u64,
-    emitted_count: u64,
-}
-
-impl SimNet {
-    /// A network around `fwd`, with forwarder port `ports[i]` on segment `i`.
-    pub fn new(fwd: Forwarder, ports: Vec<PortId>) -> Self {
-        SimNet {
-            now: Instant::ZERO,
-            tick: Duration::from_micros(200),
-            fwd,
-            hosts: Vec::new(),
-            ports,
-            emitted: Vec::new(),
-            record: true,
-            to_fwd: 0,
-            inputs: Vec::new(),
-            drop_every: 0,
-            emitted_count: 0,
-        }
+    /// When the interface next wants [`SimHost::poll`] (smoltcp's `poll_at`, at least "now"
+    /// when a socket has something to send); `None`: only a received frame wakes it.
+    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        let t = self.iface.poll_at(smol_time(now), &self.sockets)?;
+        Some(Instant::from_nanos(u64::try_from(t.total_micros()).unwrap_or(0).saturating_mul(1000)))
     }
 
-    /// Adds a host; returns its index.
-    pub fn add(&mut self, host: SimHost) -> usize {
-        self.hosts.push(host);
-        self.hosts.len() - 1
+    /// True when `ip` is one of the host's addresses.
+    pub fn has_addr(&self, ip: IpAddr) -> bool {
+        let a = IpAddress::from(ip);
+        self.iface.ip_addrs().iter().any(|c| c.address() == a)
     }
 
-    /// The host at `i`.
-    pub fn host(&mut self, i: usize) -> &mut SimHost {
-        &mut self.hosts[i]
-    }
-
-    fn deliver(&mut self, segment: usize, frame: Vec<u8>, from_fwd: bool) {
-        let dst: Mac = frame[0..6].try_into().unwrap_or([0; 6]);
-        let group = dst[0] & 1 == 1;
-        for h in self.hosts.iter_mut().filter(|h| h.segment == segment) {
-            if (group || h.mac == dst) && h.mac != frame[6..12] {
-                h.device.rx.push_back(frame.clone());
-            }
-        }
-        if from_fwd {
-            return;
-        }
-        let Some(&port) = self.ports.get(segment) else { return };
-        if !group && self.fwd.port_mac(port) != Some(dst) {
-            return;
-        }
-        self.to_fwd += 1;
-        if self.record {
-            self.inputs.push((port, frame.clone()));
-        }
-        let mut buf = FrameBuf::from_slice(&frame);
-        let v = self.fwd.process(self.now, &mut buf, port);
-        if let Verdict::Forward(p) | Verdict::Reply(p) | Verdict::Solicit(p) = v {
-            self.emit(v, p, buf.as_slice().to_vec());
-        }
-        while let Some(p) = self.fwd.poll_transmit(&mut buf) {
-            self.emit(Verdict::Forward(p), p, buf.as_slice().to_vec());
-        }
-    }
-
-    fn emit(&mut self, verdict: Verdict, out: PortId, frame: Vec<u8>) {
-        self.emitted_count += 1;
-        if self.record {
-            self.emitted.push(Emitted { at: self.now, verdict, frame: frame.clone() });
-        }
-        if self.drop_every > 0 && self.emitted_count % self.drop_every == 0 {
-            return;
-        }
-        if let Some(seg) = self.ports.iter().position(|&p| p == out) {
-            self.deliver(seg, frame, true);
-        }
-    }
-
-    /// Polls every host, delivers every frame, advances time by one tick.
-    pub fn step(&mut self) {
-        let now = self.now;
-        for h in &mut self.hosts {
-            h.poll(now);
-        }
-        let mut out = Vec::new();
-        for h in &mut self.hosts {
-            while let Some(f) = h.device.tx.pop_front() {
-                out.push((h.segment, f));
-            }
-        }
-        for (seg, f) in out {
-            self.deliver(seg, f, false);
-        }
-        self.now += self.tick;
-    }
-
-    /// Steps until `cond` holds or `limit` of simulated time passes; true if it held.
-    pub fn run_until(
-        &mut self,
-        limit: Duration,
-        mut cond: impl FnMut(&mut SimNet) -> bool,
-    ) -> bool {
-        let end = self.now + limit;
-        while self.now < end {
-            if cond(self) {
-                return true;
-            }
-            self.step();
-        }
-        cond(self)
+    /// True when `ip` is inside one of the host's prefixes (reached without a gateway).
+    pub fn on_link(&self, ip: IpAddr) -> bool {
+        let a = IpAddress::from(ip);
+        self.iface.ip_addrs().iter().any(|c| c.contains_addr(&a))
     }
 }
