@@ -424,6 +424,7 @@ summary() {
     $3 == "udp" {
       k = c; busy = $6 + $8
       uo[k] = uo[k] " " $4; ud[k] = ud[k] " " $5; u1[k] = u1[k] " " 100 * $6; us[k] = us[k] " " 100 * $8
+      u0[k] = u0[k] " " 100 * $7
       up[k] = up[k] " " ($6 > 0 ? $5 / $6 : 0); ux[k] = ux[k] " " (busy > 0 ? $5 / busy : 0)
       udr[k] = udr[k] " " ($4 > $5 ? 100 * (1 - $5 / $4) : 0); sink = sink " " $10
       D[c, $1] = $5; X[c, $1] = (busy > 0 ? $5 / busy : 0); P[c, $1] = ($6 > 0 ? $5 / $6 : 0); anyu = 1
@@ -437,11 +438,11 @@ summary() {
     END {
       if (anyu) {
         printf "\n### UDP: 64-byte frames, %d flows, %d s per run, median (min-max) of %d rounds\n\n", flows, secs, rounds
-        print "| contender | offered kpps | delivered kpps | CPU1 busy % | kpps per CPU1 core | CPU0 softirq % | kpps per core, CPU1 + CPU0 softirq | drop % |"
-        print "|---|---|---|---|---|---|---|---|"
+        print "| contender | offered kpps | delivered kpps | CPU1 busy % | kpps per CPU1 core | CPU0 busy % | CPU0 softirq % | kpps per core, CPU1 + CPU0 softirq | drop % |"
+        print "|---|---|---|---|---|---|---|---|---|"
         for (i = 1; i <= nc; i++) { c = order[i]; if (!(c in ud)) continue
-          printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", c, cell(uo[c], 1000, "%.0f"), cell(ud[c], 1000, "%.0f"),
-            cell(u1[c], 1, "%.0f"), cell(up[c], 1000, "%.0f"), cell(us[c], 1, "%.0f"), cell(ux[c], 1000, "%.0f"), cell(udr[c], 1, "%.1f") }
+          printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c, cell(uo[c], 1000, "%.0f"), cell(ud[c], 1000, "%.0f"),
+            cell(u1[c], 1, "%.0f"), cell(up[c], 1000, "%.0f"), cell(u0[c], 1, "%.0f"), cell(us[c], 1, "%.0f"), cell(ux[c], 1000, "%.0f"), cell(udr[c], 1, "%.1f") }
         for (i = 1; i <= nc; i++) { c = order[i]; if (c == "kernel" || !(c in ud)) continue
           rd = rx = rp = ""
           for (r in R) if (((c, r) in D) && (("kernel", r) in D) && D["kernel", r] > 0) {
