@@ -105,6 +105,7 @@ on_exit() {
   trap '' INT TERM
   for hook in "${EXIT_HOOKS[@]}"; do eval "$hook" || true; done
   halt_all
+  (( rc == 0 )) || say "stopped with status $rc"
   if (( KEEP_WORK )); then
     say "work files: $WORK"
   elif (( rc != 0 )) && [[ -n $WORK ]]; then
@@ -114,8 +115,10 @@ on_exit() {
   fi
   exit "$rc"
 }
-trap 'exit 130' INT
-trap 'exit 143' TERM
+set -E                                           # functions and subshells inherit the ERR trap
+trap 'say "failed (status $?) at line $LINENO: $BASH_COMMAND"' ERR
+trap 'say "interrupted (SIGINT)"; exit 130' INT
+trap 'say "stopped by SIGTERM (or the time limit)"; exit 143' TERM
 
 # ---------- CPU from /proc ----------
 # proc_snap FILE: one line per process, "pid ppid pgrp ticks kernel_thread", where ticks is
