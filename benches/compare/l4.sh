@@ -81,7 +81,7 @@ shift $((OPTIND - 1))
 [[ $(id -u) == 0 ]] || fail "run as root (network namespaces)"
 
 if (( SWEEP )); then                             # -X: namespaces of dead runs only
-  ip netns list | awk '{ print $1 }' | grep -E '^slbc-[0-9]+-(c|lb|sw|s1|s2)$' | while read -r ns; do
+  ip netns list | awk '$1 ~ /^slbc-[0-9]+-(c|lb|sw|s1|s2)$/ { print $1 }' | while read -r ns; do
     owner=${ns#slbc-}; owner=${owner%%-*}
     if kill -0 "$owner" 2>/dev/null; then say "keeping $ns: process $owner is alive"; continue; fi
     ip netns del "$ns" && say "removed $ns"
@@ -108,7 +108,7 @@ require l4 ip tc bridge iptables ethtool trafgen iperf3 socat taskset timeout se
 (( $(getconf _NPROCESSORS_ONLN) >= 2 )) || fail "needs 2 CPUs: the generator on CPU0, forwarding on CPU1"
 GEN_CPU=0 FWD_CPU=1 FWD_MASK=2
 USE_NFT=0
-iptables -V | grep -q nf_tables && command -v nft >/dev/null && USE_NFT=1
+[[ $(iptables -V) == *nf_tables* ]] && command -v nft >/dev/null && USE_NFT=1
 
 workdir "$OUT"
 trap on_exit EXIT
@@ -193,7 +193,7 @@ lab_up() {
   for spec in c:eth0:tx s1:eth0:tx s2:eth0:tx lb:lb-c lb:lb-s sw:sw-lb sw:sw-s1 sw:sw-s2; do
     IFS=: read -r n i s <<<"$spec"
     in_ns "$n" ethtool -K "$i" tso off gso off gro off ${s:+tx off} >/dev/null 2>&1 || true
-    if in_ns "$n" ethtool -k "$i" | grep -Eq '^(tcp-segmentation|generic-segmentation|generic-receive)-offload: on'; then
+    if grep -Eq '^(tcp-segmentation|generic-segmentation|generic-receive)-offload: on' <<<"$(in_ns "$n" ethtool -k "$i")"; then
       fail "TSO/GSO/GRO still on for $i in $NS-$n"
     fi
   done
@@ -486,6 +486,6 @@ done
   echo "## benches/compare/l4.sh $ARGS, $(date -u +%Y-%m-%dT%H:%M:%SZ), Linux $(uname -r), $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
   echo
   echo "slb: ${SLB_BIN:-(not run)} ${link_env:+($link_env)}$(for x in "${EXTRA_NAMES[@]}"; do printf '; %s: %s' "$x" "${EXTRA_CMD[$x]}"; done);"\
-       "trafgen $(trafgen -v 2>/dev/null | awk 'NR == 1 { print $2 }'), iperf3 $(iperf3 -v 2>/dev/null | awk 'NR == 1 { print $2 }')"
+       "trafgen $(trafgen -v 2>/dev/null | awk 'NR == 1 { print $2 }' || true), iperf3 $(iperf3 -v 2>/dev/null | awk 'NR == 1 { print $2 }')"
   summary
 } | tee "$WORK/summary.md"

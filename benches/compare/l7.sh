@@ -401,7 +401,7 @@ run_mode() {
   echo "## benches/compare/l7.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, Linux $(uname -r)"
   echo
   echo "nginx $(nginx -v 2>&1 | sed 's/^.*nginx\///'), HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }'),"\
-       "$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }')$([[ ,$MODES, == *,h2,* ]] && echo ", h2load $(h2load --version | awk '{ print $NF }')");"\
+       "$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }' || true)$([[ ,$MODES, == *,h2,* ]] && echo ", h2load $(h2load --version | awk '{ print $NF }')");"\
        "slb: ${SLB_BIN:-(not run)}$(for x in "${EXTRA_NAMES[@]}"; do printf '; %s: %s' "$x" "${EXTRA_CMD[$x]}"; done)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$WORK/summary.md"

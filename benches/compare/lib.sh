@@ -123,8 +123,9 @@ trap 'say "stopped by SIGTERM (or the time limit)"; exit 143' TERM
 # ---------- CPU from /proc ----------
 # proc_snap FILE: one line per process, "pid ppid pgrp ticks kernel_thread", where ticks is
 # utime + stime + cutime + cstime (a reaped child's time is in its parent's cutime/cstime).
+# A process that exits between the glob and cat makes cat fail: not an error here.
 proc_snap() {
-  cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{
     pid = $1; sub(/^.*\) /, "")                  # drop "pid (comm) ": $1 is now the state
     print pid, $2, $3, $12 + $13 + $14 + $15, (pid == 2 || $2 == 2) }' >"$1"
 }
