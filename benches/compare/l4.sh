@@ -264,7 +264,7 @@ alive() {                                        # alive NAME ROUND: a candidate
 probe() {
   local i a out=""
   for ((i = 0; i < $1; i++)); do
-    a=$(echo p | in_ns c timeout 2 socat -t 0.2 -T 0.5 - "UDP4:$VIP:$UDP_PORT" 2>/dev/null) || true
+    a=$(echo p | in_ns c timeout --foreground 2 socat -t 0.2 -T 0.5 - "UDP4:$VIP:$UDP_PORT" 2>/dev/null) || true
     out+=${a:--}
   done
   echo "$out"

@@ -258,13 +258,14 @@ check() {
 }
 
 # ---------- load and its results ----------
-# load MODE URL SECS OUT: one bounded run of the load generator
+# load MODE URL SECS OUT: one bounded run of the load generator (--foreground: it stays in this
+# shell's process group, so Ctrl-C reaches it at once)
 load() {
   local limit=$(($3 + 30))
   if [[ $1 == h2 ]]; then
-    timeout -k 5 "$limit" h2load -t "$THREADS" -c "$CONNS" -m "$STREAMS" -D "$3" "$2" >"$4" 2>&1 || true
+    timeout --foreground -k 5 "$limit" h2load -t "$THREADS" -c "$CONNS" -m "$STREAMS" -D "$3" "$2" >"$4" 2>&1 || true
   else
-    timeout -k 5 "$limit" wrk -t "$THREADS" -c "$CONNS" -d "$3s" --timeout 5s --latency "$2" >"$4" 2>&1 || true
+    timeout --foreground -k 5 "$limit" wrk -t "$THREADS" -c "$CONNS" -d "$3s" --timeout 5s --latency "$2" >"$4" 2>&1 || true
   fi
 }
 
