@@ -15,8 +15,8 @@
 # work done in its context included. "req/CPU-s" = requests served / those seconds: on a shared
 # 2-core machine where load generator, backends and proxy compete, the fairer efficiency figure.
 #
-# Usage: benches/compare/l7.sh [options]            (run it under flock /work/heavy.lock-like
-#                                                   locks if others benchmark on the machine)
+# Usage: benches/compare/l7.sh [options]     (on a shared machine, under the lock others take
+#                                            for builds and benchmarks: flock LOCKFILE l7.sh ...)
 #   -m MODES    comma list of http,tls,h2 (default http,tls,h2)
 #   -W LIST     worker counts, e.g. "1 2" (default "1 2")
 #   -r N        rounds (default 3)
