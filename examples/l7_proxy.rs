@@ -10,7 +10,7 @@
 //! With no arguments it starts three demo backends on loopback (each answers `ok` with an
 //! `X-Backend` header naming itself), health-checks them over HTTP and balances round robin;
 //! `/status` and `/metrics` are on 127.0.0.1:9901, the admin API on 127.0.0.1:9902. With LISTEN
-//! and BACKENDS set it follows the candidate contract of `shared/bench/l7-compare.sh`: round robin
+//! and BACKENDS set it follows the candidate contract of `benches/compare/l7.sh`: round robin
 //! over plain HTTP/1.1 upstreams with keep-alive, WORKERS worker threads, TLS with ALPN h2 and
 //! http/1.1 when TLS_CERT/TLS_KEY are set, foreground, exit on SIGTERM.
 //!

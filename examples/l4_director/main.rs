@@ -1,13 +1,14 @@
 //! An L4 director (NAT, FULLNAT + TOA, DR) on real interfaces, configured from a TOML file, or,
-//! when the environment of `shared/bench/l4-compare.sh`'s candidate contract is set (MODE, VIP,
-//! CLIENT_IF, SERVER_IF, BACKENDS, UDP_PORTS, TCP_PORTS, CLIENT_NEXTHOP), from that. Runs until
-//! SIGTERM / SIGINT. Needs root (AF_PACKET) and runs in the director's network namespace.
+//! when the environment of the l4-compare candidate contract is set (MODE, VIP, CLIENT_IF,
+//! SERVER_IF, BACKENDS, UDP_PORTS, TCP_PORTS, CLIENT_NEXTHOP; `benches/compare/l4.sh` sets it),
+//! from that. Runs until SIGTERM / SIGINT. Needs root (AF_PACKET) and runs in the director's
+//! network namespace.
 //!
 //! ```sh
 //! cargo run --release --example l4_director -- --config director.toml
 //! # the harness: LINK=batched|ring|xdp|xdp-generic|pnet selects the link (default batched),
 //! # OFFLOAD=1 the XDP flow cache (with LINK=xdp-generic on veth)
-//! CANDIDATE_CMD="LINK=batched target/release/examples/l4_director" shared/bench/l4-compare.sh
+//! LINK=batched benches/compare/l4.sh
 //! ```
 //!
 //! Configuration file: every section and key is in `director.example.toml` beside this file
