@@ -32,7 +32,16 @@ use traffic::StreamParams;
 const TRANSIT_LEAKS_MAX: u64 = 1000;
 
 #[derive(Parser, Debug)]
-#[command(about = "slb cluster lab: failover and hot upgrade without losing connections")]
+#[command(
+    about = "slb cluster lab: failover and hot upgrade without losing connections",
+    long_about = "slb cluster lab: three l4_director processes (with session sync) behind an \
+                  ECMP router in network namespaces, real servers and clients, long-lived TCP \
+                  streams whose bytes every client checks. Builds the lab, runs one scenario, \
+                  prints a report (its last line is JSON) and removes everything, also on \
+                  failure or Ctrl-C. Needs root, and l4_director built next to this binary \
+                  (cargo build --release --features lab --example cluster_lab --example \
+                  l4_director). Exits non-zero when a goal is missed."
+)]
 struct Args {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -96,8 +105,11 @@ enum Cmd {
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 enum Scenario {
+    /// SIGKILL one director; the router withdraws it after --detect-ms.
     Kill,
+    /// Stop and restart every director in turn, each resyncing before it rejoins.
     Upgrade,
+    /// Kill a director and a real server.
     ServerFail,
     /// Nothing happens: the control for stall figures.
     Steady,
